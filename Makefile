@@ -1,0 +1,44 @@
+# Every target creates .venv when missing and installs what it needs.
+# A Python >= 3.12 is found on PATH first, then under pyenv; set PYTHON=... to choose.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+define find_python
+for c in $${PYTHON:-} python3.13 python3.12 python3; do \
+  [ -n "$$c" ] || continue; \
+  if command -v "$$c" >/dev/null 2>&1 && "$$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v "$$c"; exit 0; fi; \
+done; \
+root=$$(pyenv root 2>/dev/null || echo "$$HOME/.pyenv"); \
+for p in $$(ls -d "$$root"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
+  if "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then echo "$$p"; exit 0; fi; \
+done; exit 1
+endef
+
+$(BIN)/python:
+	@py=$$($(find_python)) || { echo "linest needs Python >= 3.12: none found on PATH or under pyenv. Install one, or run: make PYTHON=/path/to/python3.12 ..." >&2; exit 1; }; \
+	echo "creating $(VENV) with $$py"; "$$py" -m venv $(VENV) && $(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[$*]"
+	@touch $@
+
+.PHONY: test test-slow lint bench demo clean
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check linest tests benchmarks examples
+	$(BIN)/ruff format --check linest tests benchmarks examples
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/gradient_cost.py
+
+demo: $(VENV)/.installed-test
+	$(BIN)/python examples/compare_gradients.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,147 @@
+"""Eigen: divided differences from an eigendecomposition (Najfeld & Havel 1995)."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from linest.gradients import _pade
+from linest.gradients.base import AbstractGradient
+
+
+def exp_divided_differences(lam: jax.Array) -> jax.Array:
+    """Phi_ij = (e^lam_i - e^lam_j) / (lam_i - lam_j), Phi_ii = e^lam_i, without cancellation.
+
+    Written as ``e^a * exprel(b - a)`` with ``a`` the eigenvalue of larger real part, so
+    the argument of ``exprel(z) = (e^z - 1) / z`` has non-positive real part (no
+    overflow), and a series for ``|z|`` small (no cancellation).
+    """
+    li, lj = lam[..., :, None], lam[..., None, :]
+    first = jnp.real(li) >= jnp.real(lj)
+    a = jnp.where(first, li, lj)
+    z = jnp.where(first, lj - li, li - lj)
+    small = jnp.abs(z) < 1e-3
+    z_safe = jnp.where(small, jnp.ones_like(z), z)
+    series = 1 + z / 2 * (1 + z / 3 * (1 + z / 4 * (1 + z / 5)))
+    exprel = jnp.where(small, series, jnp.expm1(z_safe) / z_safe)
+    return jnp.exp(a) * exprel
+
+
+class EigenResiduals(NamedTuple):
+    lam: jax.Array  # (..., d) eigenvalues
+    V: jax.Array  # (..., d, d) right eigenvectors, columns
+    Vinv: jax.Array  # (..., d, d)
+    condition: jax.Array  # (...,) ||V||_F ||V^-1||_F / d, an upper bound on cond_2(V)
+    pade: _pade.PadeResiduals | None  # only with fallback=True
+
+
+class Eigen(AbstractGradient):
+    """Exact derivative from ``M = V diag(lam) V^-1``: ``L(M, E) = V ((V^-1 E V) o Phi) V^-1``.
+
+    Phi holds the divided differences of exp at the eigenvalues (notes 001, the Phi
+    matrix of section 2; Najfeld & Havel 1995). The adjoint is the same formula with
+    ``V^-T``, since the eigenvectors of ``M^T`` are the columns of ``V^-T``.
+
+    **Cost**: one eigendecomposition in the forward pass (about 10 matrix products for a
+    general matrix, 3-4 for ``structure="hermitian"`` / ``"skew-hermitian"``), then 4
+    products per derivative. Cheapest for normal matrices (the quantum model) and when
+    one decomposition serves many derivatives.
+    **Accuracy**: relative error about ``u * cond(V)``. Exact to rounding for normal
+    matrices, where ``V`` is unitary.
+    **When not to use it**: non-normal matrices with close eigenvalues, where ``V`` is
+    ill-conditioned (relative error 1e17 was seen for cond(V) = 8e20). If the bound on
+    ``cond(V)`` exceeds ``max_condition``, the method refuses: ``ValueError`` outside
+    ``jit``, NaN inside. With ``fallback=True`` it uses :class:`Exact` instead for that
+    batch.
+
+    Parameters
+    ----------
+    structure : "general", "hermitian" or "skew-hermitian"
+        What is known of ``M``. The last two use ``eigh`` (unitary ``V``, real or purely
+        imaginary eigenvalues); the caller guarantees the structure.
+    max_condition : float
+        Largest accepted bound on ``cond(V)``; the expected relative error is about
+        ``max_condition * 1e-16`` in double precision.
+    fallback : bool
+        Use the Pade Frechet derivative (:class:`Exact`) where ``V`` is ill-conditioned.
+    """
+
+    structure: Literal["general", "hermitian", "skew-hermitian"] = eqx.field(
+        static=True, default="general"
+    )
+    max_condition: float = eqx.field(static=True, default=1e8)
+    fallback: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.structure not in ("general", "hermitian", "skew-hermitian"):
+            raise ValueError(
+                f"Eigen(structure={self.structure!r}): expected 'general', 'hermitian' "
+                "or 'skew-hermitian'"
+            )
+        if not self.max_condition > 1:
+            raise ValueError(f"Eigen(max_condition={self.max_condition}) must exceed 1")
+
+    def _decompose(self, M):
+        if self.structure == "hermitian":
+            lam, V = jnp.linalg.eigh(M)
+            return lam.astype(M.dtype), V, jnp.conj(jnp.swapaxes(V, -1, -2))
+        if self.structure == "skew-hermitian":
+            # M = -i H with H = i M Hermitian, so M = V diag(-i w) V^*.
+            w, V = jnp.linalg.eigh(1j * M)
+            return -1j * w, V, jnp.conj(jnp.swapaxes(V, -1, -2))
+        # Eigenvector derivatives (used only by second derivatives) are valid for distinct
+        # eigenvalues and well-conditioned V: the same domain where this method is valid.
+        lam, V = lax.linalg.eig(M, compute_left_eigenvectors=False, enable_eigvec_derivs=True)
+        identity = jnp.broadcast_to(jnp.eye(M.shape[-1], dtype=V.dtype), V.shape)
+        return lam, V, jnp.linalg.solve(V, identity)
+
+    def forward(self, M):
+        R_pade, pade = _pade.expm_with_residuals(M)
+        lam, V, Vinv = self._decompose(jnp.where(pade.finite[..., None, None], M, 0))
+        d = M.shape[-1]
+        condition = jnp.linalg.norm(V, axis=(-1, -2)) * jnp.linalg.norm(Vinv, axis=(-1, -2)) / d
+        residuals = EigenResiduals(lam, V, Vinv, condition, pade if self.fallback else None)
+        return R_pade, residuals
+
+    def frechet(self, M, R, residuals, E, transpose):
+        lam, V, Vinv, condition, pade = residuals
+        bad = ~(condition <= self.max_condition)  # NaN condition counts as bad
+
+        def eigen_path(E):
+            Vl, Vr = (jnp.swapaxes(Vinv, -1, -2), jnp.swapaxes(V, -1, -2)) if transpose else (V, Vinv)
+            # In the eigenbasis of M (or M^T): Vr E Vl, scaled by Phi, then back.
+            inner = (Vr @ E.astype(Vr.dtype) @ Vl) * exp_divided_differences(lam)
+            L = Vl @ inner @ Vr
+            return L if jnp.iscomplexobj(E) or jnp.iscomplexobj(M) else jnp.real(L)
+
+        if self.fallback:
+            L = lax.cond(
+                jnp.any(bad),
+                lambda E: _pade.frechet(pade, E, transpose).astype(E.dtype),
+                lambda E: eigen_path(E).astype(E.dtype),
+                E,
+            )
+            return L
+        L = eigen_path(E)
+        return jnp.where(bad[..., None, None], jnp.nan, L)
+
+    def diagnose(self, M, R, residuals):
+        if self.fallback:
+            return None
+        condition = np.asarray(residuals.condition)
+        bad = ~(condition <= self.max_condition)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
+            where = f" (batch index {index})" if index else ""
+            return (
+                f"the eigenvector matrix is ill-conditioned{where}: cond(V) <= "
+                f"{float(condition[index] if index else condition):.3g} exceeds "
+                f"max_condition={self.max_condition:.3g}, so divided differences would be "
+                "inaccurate. Use Exact(), or Eigen(fallback=True) to fall back to it."
+            )
+        return None

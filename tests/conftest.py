@@ -1,0 +1,24 @@
+import jax
+import numpy as np
+import pytest
+
+import linest  # noqa: F401  (turns on float64)
+
+jax.config.update("jax_enable_x64", True)
+
+
+def random_generator(rng, d, scale=1.0, weights=None):
+    """Irreducible rate matrix with a non-uniform stationary distribution."""
+    Q = rng.random((d, d)) * (np.ones(d) if weights is None else np.asarray(weights))[None, :]
+    np.fill_diagonal(Q, 0.0)
+    np.fill_diagonal(Q, -Q.sum(axis=1))
+    return Q * scale
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261122)
