@@ -33,6 +33,7 @@ test-slow: $(VENV)/.installed-test
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check linest tests benchmarks examples
 	$(BIN)/ruff format --check linest tests benchmarks examples
+	$(BIN)/pyright
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/gradient_cost.py

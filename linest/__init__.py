@@ -11,8 +11,8 @@ import jax as _jax
 if _os.environ.get("LINEST_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
-from linest.engine import expm, expm_frechet, gradient_from_string, propagate  # noqa: E402
-from linest.gradients import (  # noqa: E402
+from linest.engine import expm, expm_frechet, gradient_from_string, propagate
+from linest.gradients import (
     AbstractGradient,
     Adjoint,
     Asymptotic,

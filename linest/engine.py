@@ -27,7 +27,9 @@ def _as_matrix_stack(M, name: str, caller: str) -> jax.Array:
         raise ValueError(f"{caller}: {name} must be an array of numbers ({error})") from None
     if not jnp.issubdtype(M.dtype, jnp.inexact):
         if not (jnp.issubdtype(M.dtype, jnp.integer) or M.dtype == bool):
-            raise ValueError(f"{caller}: {name} has dtype {M.dtype}; expected real or complex numbers")
+            raise ValueError(
+                f"{caller}: {name} has dtype {M.dtype}; expected real or complex numbers"
+            )
         M = M.astype(jnp.result_type(float))
     if M.ndim < 2 or M.shape[-1] != M.shape[-2]:
         raise ValueError(
@@ -46,7 +48,11 @@ def _check_gradient(gradient, caller: str, allow_adjoint: bool = False) -> None:
         raise TypeError(
             f"{caller}: gradient must be a method object such as linest.Exact() or "
             f"linest.Surrogate('gauss', nodes=2); got {gradient!r}"
-            + (" (strings are parsed by linest.gradient_from_string)" if isinstance(gradient, str) else "")
+            + (
+                " (strings are parsed by linest.gradient_from_string)"
+                if isinstance(gradient, str)
+                else ""
+            )
         )
 
 
@@ -103,7 +109,9 @@ def expm_frechet(M, E, gradient: Gradient = Exact()) -> tuple[jax.Array, jax.Arr
     M = _as_matrix_stack(M, "M", "expm_frechet")
     E = _as_matrix_stack(E, "E", "expm_frechet")
     if E.shape[-1] != M.shape[-1]:
-        raise ValueError(f"expm_frechet: M is {M.shape[-1]} x {M.shape[-1]} but E is {E.shape[-2:]}")
+        raise ValueError(
+            f"expm_frechet: M is {M.shape[-1]} x {M.shape[-1]} but E is {E.shape[-2:]}"
+        )
     _broadcast_batch("expm_frechet", ("M", M.shape[:-2]), ("E", E.shape[:-2]))
     dtype = jnp.result_type(M.dtype, E.dtype)
     M, E = M.astype(dtype), E.astype(dtype)
@@ -169,7 +177,9 @@ def propagate(A, x0, ts, gradient: Gradient = Exact()) -> jax.Array:
                     in_axes=(0 if A.ndim > 2 else None, 0 if x0.ndim > 1 else None),
                 )(*_broadcast_leading(A, x0, "propagate"))
             if A.shape[-1] != x0.shape[-1]:
-                raise ValueError(f"propagate: A is {A.shape[-2:]} but x0 has {x0.shape[-1]} entries")
+                raise ValueError(
+                    f"propagate: A is {A.shape[-2:]} but x0 has {x0.shape[-1]} entries"
+                )
             x0 = x0.astype(jnp.result_type(A.dtype, x0.dtype, ts.dtype))
         elif not jnp.issubdtype(x0.dtype, jnp.inexact):
             x0 = x0.astype(jnp.result_type(float))

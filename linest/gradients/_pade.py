@@ -28,12 +28,11 @@ SIAM J. Matrix Anal. Appl. 30:1639, Algorithm 6.4):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import numpy as np
 from jax import lax
 
 # Pade coefficients b_k of r_m = p_m / q_m (Higham 2005, eq. 2.10 and Table 2.3).
@@ -112,39 +111,39 @@ def _scale(X, s):
     return X * factor[..., None, None].astype(X.dtype)
 
 
-def _log2_onenorm_abs_power(B, p: int):
-    """log2 ||  |B|^p ||_1, exactly (|B| >= 0, so 1^T |B|^p gives the column sums).
+def _log2_onenorm_abs_powers(A, powers: tuple[int, ...]) -> dict[int, jax.Array]:
+    """log2 || |A|^p ||_1 for each p, exactly: |A| >= 0, so 1^T |A|^p holds the column sums.
 
-    Rescales at every step so that no power overflows; p vector-matrix products.
+    One chain of max(powers) vector-matrix products, unrolled (no loop overhead) and
+    rescaled at every step so that nothing overflows. Because |2^-s A|^p = 2^(-ps) |A|^p,
+    this one chain serves every Pade degree and every scaling.
     """
-    absB = jnp.abs(B)
-    real = absB.dtype
-    w = jnp.ones(B.shape[:-1], real)[..., None, :]  # row vector 1^T, shape (..., 1, d)
-    log2_scale = jnp.zeros(B.shape[:-2], real)
-
-    def body(_, carry):
-        w, log2_scale = carry
-        w = w @ absB
+    absA = jnp.abs(A)
+    w = jnp.ones(A.shape[:-1], absA.dtype)[..., None, :]  # row vector 1^T, (..., 1, d)
+    log2_scale = jnp.zeros(A.shape[:-2], absA.dtype)
+    out = {}
+    for k in range(1, max(powers) + 1):
+        w = w @ absA
         peak = jnp.max(w, axis=(-1, -2))
-        safe = jnp.where(peak > 0, peak, 1.0)
-        return w / safe[..., None, None], log2_scale + jnp.log2(safe)
+        positive = peak > 0
+        safe = jnp.where(positive, peak, 1.0)
+        w = w / safe[..., None, None]
+        log2_scale = log2_scale + jnp.log2(safe)
+        if k in powers:
+            out[k] = jnp.where(positive, log2_scale, -jnp.inf)
+    return out
 
-    w, log2_scale = lax.fori_loop(0, p, body, (w, log2_scale))
-    peak = jnp.max(w, axis=(-1, -2))
-    return jnp.where(peak > 0, log2_scale + jnp.log2(jnp.where(peak > 0, peak, 1.0)), -jnp.inf)
 
+def _ell(log2_abs_power, log2_norm, m: int, table: _Table):
+    """Extra squarings so that r_m is evaluated accurately (eq. 5.1 of the 2009 paper).
 
-def _ell(B, norm_B, m: int, table: _Table):
-    """Extra squarings so that the evaluation of r_m(B) is accurate (eq. 5.1 of the 2009 paper)."""
+    ``log2_abs_power = log2 || |B|^(2m+1) ||_1`` and ``log2_norm = log2 ||B||_1``.
+    """
     p = 2 * m + 1
     log2_abs_c_recip = math.log2(math.comb(2 * m, m)) + math.log2(math.factorial(p))
-    log2_alpha = (
-        _log2_onenorm_abs_power(B, p)
-        - jnp.log2(jnp.where(norm_B > 0, norm_B, 1.0))
-        - log2_abs_c_recip
-    )
+    log2_alpha = log2_abs_power - log2_norm - log2_abs_c_recip
     value = jnp.ceil((log2_alpha - math.log2(table.unit_roundoff)) / (2 * m))
-    value = jnp.where(norm_B > 0, value, 0.0)
+    value = jnp.where(jnp.isfinite(log2_alpha), value, 0.0)
     return jnp.clip(value, 0, 64).astype(jnp.int32)
 
 
@@ -265,13 +264,15 @@ def expm_with_residuals(A) -> tuple[jax.Array, PadeResiduals]:
     d10 = (n4 * n6) ** (1 / 10)
     alpha2, alpha3, alpha4 = jnp.maximum(d4, d6), jnp.maximum(d6, d8), jnp.maximum(d8, d10)
     to_A = jnp.ldexp(jnp.ones((), real), s1)  # alpha(A) = alpha(B) * 2**s1
+    log2_abs = _log2_onenorm_abs_powers(A, tuple(2 * m + 1 for m in table.degrees))
+    log2_norm_A = jnp.log2(jnp.where(norm_A > 0, norm_A, 1.0))
 
     # Lower degrees need no squaring; each is taken only if every matrix in the batch fits.
     eta_low = {3: alpha2, 5: alpha2, 7: alpha3, 9: alpha3}
     top = table.degrees[-1]
     fits = []
     for m, theta in zip(table.degrees[:-1], table.thetas[:-1]):
-        ok = (eta_low[m] * to_A <= theta) & (_ell(A, norm_A, m, table) == 0)
+        ok = (eta_low[m] * to_A <= theta) & (_ell(log2_abs[2 * m + 1], log2_norm_A, m, table) == 0)
         fits.append(jnp.all(ok | ~finite))
     fits.append(jnp.asarray(True))
     index = jnp.argmax(jnp.stack(fits)).astype(jnp.int32)
@@ -280,10 +281,10 @@ def expm_with_residuals(A) -> tuple[jax.Array, PadeResiduals]:
     log2_ratio = jnp.log2(jnp.where(eta_top > 0, eta_top / theta_top, 1.0))
     s_top = jnp.maximum(s1 + jnp.ceil(log2_ratio).astype(jnp.int32), 0)
     s_top = jnp.where(eta_top > 0, s_top, 0)
-    # ell on the matrix actually used: B rescaled to 2**-s_top A.
-    shift = s1 - s_top  # >= 0
-    B_top = _scale(B, -shift)
-    s_top = s_top + _ell(B_top, _onenorm(B_top), top, table)
+    # ell on the matrix actually used, 2**-s_top A: || |B|^p || = 2^(-p s) || |A|^p ||.
+    p_top = 2 * top + 1
+    s_f = s_top.astype(real)
+    s_top = s_top + _ell(log2_abs[p_top] - p_top * s_f, log2_norm_A - s_f, top, table)
     s = jnp.where(index == len(table.degrees) - 1, s_top, 0)
 
     # Final scaled matrix and powers: B * 2**(s1 - s), exact.
@@ -334,19 +335,13 @@ def frechet(r: PadeResiduals, E, transpose: bool = False) -> jax.Array:
         return _lu_solve(r.lu, r.pivots, rhs, trans=trans)
 
     if not transpose:
-        L = pade_part(_scale(E, r.s))
-        _, L = _squaring_loop(r.X0, r.s, L)
+        _, L = _squaring_loop(r.X0, r.s, pade_part(_scale(E, r.s)))
     else:
         # Adjoint of the squaring phase: the maps Z -> Z Y_k + Y_k Z (Y_k = X_k^T) commute,
         # so they can be applied in forward order while Y_k is squared along the way.
         _, G = _squaring_loop(r.X0, r.s, E)
-        L = _scale(pade_part(G), r.s)
-    return jnp.where(r.finite[..., None, None], L, jnp.nan)
-
-
-def eye_batch(d: int, dtype, batch=()) -> jax.Array:
-    return jnp.broadcast_to(jnp.eye(d, dtype=dtype), tuple(batch) + (d, d))
+        L = _scale(pade_part(cast(jax.Array, G)), r.s)
+    return jnp.where(r.finite[..., None, None], cast(jax.Array, L), jnp.nan)
 
 
 __all__ = ["PadeResiduals", "expm", "expm_with_residuals", "frechet"]
-_ = np  # numpy kept for doctest-free helpers

@@ -171,8 +171,7 @@ def _forward_jvp(primals, tangents, *, gradient):
     dM = ad.instantiate_zeros(dM)
     _, touts = jax.jvp(lambda M: _flat_forward(gradient, M)[0], (M,), (dM,))
     touts = [
-        t if jnp.issubdtype(o.dtype, jnp.inexact) else _zero_tangent(o)
-        for o, t in zip(outs, touts)
+        t if jnp.issubdtype(o.dtype, jnp.inexact) else _zero_tangent(o) for o, t in zip(outs, touts)
     ]
     return outs, touts
 
@@ -223,9 +222,7 @@ def _frechet_transpose(ct, *args, gradient, treedef, transpose):
     nothing = [None] * len(primal)
     if type(ct) is ad.Zero:
         return [*nothing, ad.Zero(E.aval)]
-    ct_E = frechet_p.bind(
-        *primal, ct, gradient=gradient, treedef=treedef, transpose=not transpose
-    )
+    ct_E = frechet_p.bind(*primal, ct, gradient=gradient, treedef=treedef, transpose=not transpose)
     ct_E = _unbroadcast(ct_E, E.aval.shape).astype(E.aval.dtype)
     return [*nothing, ct_E]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import diffrax
 import equinox as eqx
@@ -74,7 +74,7 @@ class Adjoint(eqx.Module):
             max_steps=self.max_steps,
             throw=self.throw,
         )
-        ys = solution.ys
+        ys = cast(jax.Array, solution.ys)
         if not self.throw:
             ok = solution.result == diffrax.RESULTS.successful
             ys = jnp.where(ok, ys, jnp.nan)

@@ -77,8 +77,10 @@ class Asymptotic(AbstractGradient):
         return R, residuals
 
     def _valid(self, r: GeneratorResiduals):
-        return (r.offdiag_min >= -self.tolerance) & (r.rowsum_max <= 1e3 * self.tolerance) & (
-            r.pi_min > self.tolerance
+        return (
+            (r.offdiag_min >= -self.tolerance)
+            & (r.rowsum_max <= 1e3 * self.tolerance)
+            & (r.pi_min > self.tolerance)
         )
 
     def frechet(self, M, R, residuals, E, transpose):

@@ -23,7 +23,7 @@ import abc
 
 import equinox as eqx
 import jax
-from jaxtyping import Array, PyTree, Shaped
+from jaxtyping import Array, PyTree
 
 
 class AbstractGradient(eqx.Module):
@@ -33,19 +33,23 @@ class AbstractGradient(eqx.Module):
     """
 
     @abc.abstractmethod
-    def forward(self, M: Shaped[Array, "*batch d d"]) -> tuple[Array, PyTree]:
-        """Return ``(exp(M), residuals)``."""
+    def forward(self, M: Array) -> tuple[Array, PyTree]:
+        """Return ``(exp(M), residuals)`` for ``M`` of shape ``(*batch, d, d)``."""
 
     @abc.abstractmethod
     def frechet(
         self,
-        M: Shaped[Array, "*batch d d"],
-        R: Shaped[Array, "*batch d d"],
+        M: Array,
+        R: Array,
         residuals: PyTree,
-        E: Shaped[Array, "*ebatch d d"],
+        E: Array,
         transpose: bool,
     ) -> Array:
-        """Return the method's ``D_E exp(M)``, or its adjoint applied to ``E``."""
+        """The method's ``D_E exp(M)``, or its adjoint applied to ``E``.
+
+        Shapes: ``M, R`` are ``(*batch, d, d)``, ``E`` is ``(*ebatch, d, d)`` with ``ebatch``
+        broadcasting against ``batch``; the result has the broadcast shape.
+        """
 
     def diagnose(self, M: jax.Array, R: jax.Array, residuals: PyTree) -> str | None:
         """Say why the derivative would be wrong for this (concrete) ``M``, or None.

@@ -113,7 +113,9 @@ class Eigen(AbstractGradient):
         bad = ~(condition <= self.max_condition)  # NaN condition counts as bad
 
         def eigen_path(E):
-            Vl, Vr = (jnp.swapaxes(Vinv, -1, -2), jnp.swapaxes(V, -1, -2)) if transpose else (V, Vinv)
+            Vl, Vr = (
+                (jnp.swapaxes(Vinv, -1, -2), jnp.swapaxes(V, -1, -2)) if transpose else (V, Vinv)
+            )
             # In the eigenbasis of M (or M^T): Vr E Vl, scaled by Phi, then back.
             inner = (Vr @ E.astype(Vr.dtype) @ Vl) * exp_divided_differences(lam)
             L = Vl @ inner @ Vr

@@ -77,7 +77,10 @@ class Surrogate(AbstractGradient):
         interior = self._interior()
         if interior.size == 0:
             return R, ()
-        scaled = jnp.asarray(interior, dtype=jnp.finfo(M.dtype).dtype)[:, None, None] * M[..., None, :, :]
+        scaled = (
+            jnp.asarray(interior, dtype=jnp.finfo(M.dtype).dtype)[:, None, None]
+            * M[..., None, :, :]
+        )
         # One batched exponential for every node: (..., k, d, d).
         return R, (_pade.expm(scaled),)
 

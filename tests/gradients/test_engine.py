@@ -99,7 +99,7 @@ def test_non_finite_entries(bad):
     M[1, 2] = bad
     with pytest.raises(ValueError, match=r"non-finite .* index \(1, 2\)"):
         linest.expm(M)
-    with pytest.raises(ValueError, match="non-finite"):  # also under (eager) jax.grad
+    with pytest.raises(ValueError, match=r"non-finite"):  # also under (eager) jax.grad
         jax.grad(lambda M: linest.expm(M).sum())(M)
     inside = jax.jit(jax.value_and_grad(lambda M: linest.expm(M).sum()))(M)
     assert np.isnan(inside[0]) and np.isnan(np.asarray(inside[1])).all()  # NaN, never zeros
@@ -108,7 +108,7 @@ def test_non_finite_entries(bad):
 def test_wrong_method_objects():
     with pytest.raises(TypeError, match="gradient_from_string"):
         linest.expm(np.eye(2), "exact")
-    with pytest.raises(ValueError, match="use it with linest.propagate"):
+    with pytest.raises(ValueError, match=r"use it with linest.propagate"):
         linest.expm(np.eye(2), linest.Adjoint())
     with pytest.raises(ValueError, match="rule"):
         linest.Surrogate("trapezoid")
@@ -156,10 +156,10 @@ def test_propagate_adjoint_matches_dense_expm_on_sparse_birth_death():
         xs = linest.propagate(At, x0, ts, gradient)
         return jnp.sum(xs * weights), xs
 
-    (value_ode, xs_ode), grad_ode = jax.value_and_grad(mean_state, has_aux=True)(
+    (_, xs_ode), grad_ode = jax.value_and_grad(mean_state, has_aux=True)(
         rates, linest.Adjoint(rtol=1e-10, atol=1e-12)
     )
-    (value, xs), grad = jax.value_and_grad(mean_state, has_aux=True)(rates, linest.Exact())
+    (_, xs), grad = jax.value_and_grad(mean_state, has_aux=True)(rates, linest.Exact())
     Q = np.asarray(birth_death(rates, n).todense())
     np.testing.assert_allclose(np.asarray(Q).sum(axis=1), 0, atol=1e-12)
     for k, t in enumerate(np.asarray(ts)):
@@ -170,7 +170,9 @@ def test_propagate_adjoint_matches_dense_expm_on_sparse_birth_death():
     h = 1e-6
     for j in range(2):
         e = jnp.zeros(2).at[j].set(h)
-        fd = (mean_state(rates + e, linest.Exact())[0] - mean_state(rates - e, linest.Exact())[0]) / (2 * h)
+        fd = (
+            mean_state(rates + e, linest.Exact())[0] - mean_state(rates - e, linest.Exact())[0]
+        ) / (2 * h)
         assert abs(grad[j] - fd) < 1e-6 * max(1.0, abs(fd))
 
 
@@ -188,7 +190,9 @@ def test_propagate_adjoint_with_callable_and_backsolve(rng):
 
     g = jax.grad(dense)(1.7)
     g_ode = jax.grad(loss)(1.7, linest.Adjoint(rtol=1e-10, atol=1e-12))
-    g_back = jax.grad(loss)(1.7, linest.Adjoint(adjoint=diffrax.BacksolveAdjoint(), rtol=1e-10, atol=1e-12))
+    g_back = jax.grad(loss)(
+        1.7, linest.Adjoint(adjoint=diffrax.BacksolveAdjoint(), rtol=1e-10, atol=1e-12)
+    )
     assert abs(g_ode - g) < 1e-7 * abs(g)
     assert abs(g_back - g) < 1e-6 * abs(g)
 
@@ -210,7 +214,7 @@ def test_propagate_adjoint_reports_failure(rng):
     x0 = jnp.ones(4)
     quiet = linest.propagate(A, x0, ts, linest.Adjoint(max_steps=16, throw=False))
     assert np.isnan(np.asarray(quiet)).all()
-    with pytest.raises(Exception, match="max_steps|maximum number of solver steps"):
+    with pytest.raises(Exception, match=r"max_steps|maximum number of solver steps"):
         jax.block_until_ready(linest.propagate(A, x0, ts, linest.Adjoint(max_steps=16)))
     with pytest.raises(ValueError, match="non-decreasing"):
         linest.propagate(A, x0, jnp.array([1.0, 0.5]), linest.Adjoint())
