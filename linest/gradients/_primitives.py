@@ -49,10 +49,6 @@ def _zero_tangent(x):
     return ad.Zero(jax.typeof(x).to_tangent_aval())
 
 
-def _is_concrete(*xs) -> bool:
-    return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
 def _check_finite(name: str, x) -> None:
     values = np.asarray(x)
     bad = ~np.isfinite(values)
