@@ -51,11 +51,11 @@ def compare_gradients(
         return float(value), np.asarray(grad), float(np.median(times)) * 1e3
 
     _, g_ref, _ = run(reference)
+    denom = float(np.linalg.norm(g_ref)) or 1.0
     rows = []
     for method in methods:
         value, g, ms = run(method)
         finite = bool(np.all(np.isfinite(g)))
-        denom = float(np.linalg.norm(g_ref)) or 1.0
         rows.append(
             dict(
                 method=describe(method),

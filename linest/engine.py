@@ -170,29 +170,31 @@ def propagate(A, x0, ts, gradient: Gradient = Exact()) -> jax.Array:
                     f"got first entries {t[:5]}"
                 )
         if isinstance(A, jax.Array | np.ndarray):
-            A = _as_matrix_stack(A, "A", "propagate")
+            A = _as_system_matrix(A, x0)
             if A.ndim != 2 or x0.ndim != 1:
                 return jax.vmap(
                     lambda A, x0: propagate(A, x0, ts, gradient),
                     in_axes=(0 if A.ndim > 2 else None, 0 if x0.ndim > 1 else None),
                 )(*_broadcast_leading(A, x0, "propagate"))
-            if A.shape[-1] != x0.shape[-1]:
-                raise ValueError(
-                    f"propagate: A is {A.shape[-2:]} but x0 has {x0.shape[-1]} entries"
-                )
             x0 = x0.astype(jnp.result_type(A.dtype, x0.dtype, ts.dtype))
         elif not jnp.issubdtype(x0.dtype, jnp.inexact):
             x0 = x0.astype(jnp.result_type(float))
         return gradient.solve(A, x0, ts)
 
-    A = _as_matrix_stack(A, "A", "propagate")
-    if A.shape[-1] != x0.shape[-1]:
-        raise ValueError(f"propagate: A is {A.shape[-2:]} but x0 has {x0.shape[-1]} entries")
+    A = _as_system_matrix(A, x0)
     _broadcast_batch("propagate", ("A", A.shape[:-2]), ("x0", x0.shape[:-1]))
     real = jnp.finfo(A.dtype).dtype
     M = ts.astype(real)[:, None, None] * A[..., None, :, :]  # (..., n, d, d)
     E = expm(M, gradient)
     return jnp.einsum("...nij,...j->...ni", E, x0.astype(jnp.result_type(E.dtype, x0.dtype)))
+
+
+def _as_system_matrix(A, x0) -> jax.Array:
+    """A as a matrix stack whose size matches the state x0 (both propagate paths)."""
+    A = _as_matrix_stack(A, "A", "propagate")
+    if A.shape[-1] != x0.shape[-1]:
+        raise ValueError(f"propagate: A is {A.shape[-2:]} but x0 has {x0.shape[-1]} entries")
+    return A
 
 
 def _broadcast_leading(A, x0, caller):

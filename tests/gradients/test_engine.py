@@ -134,12 +134,9 @@ def birth_death(rates, n=200):
     i = jnp.arange(n - 1)
     rows = jnp.concatenate([i, i + 1, jnp.arange(n)])
     cols = jnp.concatenate([i + 1, i, jnp.arange(n)])
-    out = jnp.concatenate([jnp.zeros(1), jnp.full(n - 1, lam)])  # outflow per state
-    out = out.at[: n - 1].add(lam).at[0].add(-lam)
     diag_birth = jnp.where(jnp.arange(n) < n - 1, lam, 0.0)
     diag_death = jnp.where(jnp.arange(n) > 0, mu, 0.0)
     data = jnp.concatenate([jnp.full(n - 1, lam), jnp.full(n - 1, mu), -(diag_birth + diag_death)])
-    del out
     return sparse.BCOO((data, jnp.stack([rows, cols], axis=1)), shape=(n, n))
 
 
