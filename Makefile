@@ -39,6 +39,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/gradient_cost.py
 
 demo: $(VENV)/.installed-test
+	$(BIN)/linest fit models/cav.toml --plot cav-prevalence.png
+	$(BIN)/linest fit models/cav.toml --covariates sex
 	$(BIN)/python examples/compare_gradients.py
 
 clean:

@@ -11,7 +11,9 @@ import jax as _jax
 if _os.environ.get("LINEST_X64", "1") != "0":
     _jax.config.update("jax_enable_x64", True)
 
-from linest.engine import expm, expm_frechet, gradient_from_string, propagate
+from linest.data import DataError, read_chains
+from linest.engine import expm, expm_frechet, expm_times, gradient_from_string, propagate
+from linest.fit import FitResult, fit
 from linest.gradients import (
     AbstractGradient,
     Adjoint,
@@ -22,20 +24,27 @@ from linest.gradients import (
     SeriesSurrogate,
     Surrogate,
 )
+from linest.models import CTMC
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CTMC",
     "AbstractGradient",
     "Adjoint",
     "Asymptotic",
     "AutoDiff",
+    "DataError",
     "Eigen",
     "Exact",
+    "FitResult",
     "SeriesSurrogate",
     "Surrogate",
     "expm",
     "expm_frechet",
+    "expm_times",
+    "fit",
     "gradient_from_string",
     "propagate",
+    "read_chains",
 ]

@@ -1,4 +1,4 @@
-"""Public entry points of the gradient engine: expm, expm_frechet, propagate."""
+"""Public entry points of the gradient engine: expm, expm_frechet, expm_times, propagate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from linest.gradients import _primitives
+from linest.gradients import eigen as _eigen
 from linest.gradients.adjoint import Adjoint
 from linest.gradients.asymptotic import Asymptotic
 from linest.gradients.autodiff import AutoDiff
@@ -120,6 +121,57 @@ def expm_frechet(M, E, gradient: Gradient = Exact()) -> tuple[jax.Array, jax.Arr
     outs, treedef = _primitives.frechet_residuals(M, gradient)
     L = _primitives.frechet_p.bind(M, *outs, E, gradient=gradient, treedef=treedef, transpose=False)
     return outs[0], L
+
+
+def expm_times(A, ts, index=None, gradient: Gradient = Exact()) -> jax.Array:
+    """``exp(ts[k] * A[index[k]])`` for many times, sharing work between them.
+
+    The core of every panel-data likelihood: a few matrices (one generator per
+    covariate pattern) exponentiated at many time steps.
+
+    Parameters
+    ----------
+    A : array of shape (d, d) or (G, d, d)
+    ts : array of shape (K,)
+        Times; differentiable too (``d/dt exp(tA) = A exp(tA)``).
+    index : int array of shape (K,), optional
+        Which matrix of ``A`` each time uses; required when ``A`` is a stack.
+    gradient : a method object
+        With :class:`Eigen` the call makes **one eigendecomposition per matrix**, and
+        both the value and the derivative for every time reuse it (divided differences,
+        about ``K d^3`` work in all). Every other method exponentiates ``ts[k] * A`` as
+        one batch through :func:`expm` (a scaling-and-squaring run per time).
+
+    Returns
+    -------
+    array of shape (K, d, d)
+    """
+    _check_gradient(gradient, "expm_times")
+    A = _as_matrix_stack(A, "A", "expm_times")
+    ts = jnp.asarray(ts)
+    if ts.ndim != 1:
+        raise ValueError(f"expm_times: ts must be one-dimensional, got shape {ts.shape}")
+    if A.ndim == 2:
+        A = A[None]
+        if index is not None:
+            raise ValueError("expm_times: index is for a stack of matrices; A is one matrix")
+    elif A.ndim != 3:
+        raise ValueError(f"expm_times: A must be (d, d) or (G, d, d), got shape {A.shape}")
+    if index is None:
+        if A.shape[0] != 1:
+            raise ValueError(f"expm_times: A holds {A.shape[0]} matrices; say which via index")
+        index = jnp.zeros(ts.shape, dtype=jnp.int32)
+    index = jnp.asarray(index)
+    if index.shape != ts.shape or not jnp.issubdtype(index.dtype, jnp.integer):
+        raise ValueError(
+            f"expm_times: index must be integers shaped like ts {ts.shape}, got "
+            f"{index.dtype} {index.shape}"
+        )
+    dtype = jnp.result_type(A.dtype, ts.dtype)
+    A, ts = A.astype(dtype), ts.astype(jnp.real(jnp.zeros((), dtype)).dtype)
+    if isinstance(gradient, Eigen):
+        return _eigen.expm_times_shared(gradient, A, ts, index)
+    return expm(ts[:, None, None] * A[index], gradient)
 
 
 def _broadcast_batch(caller: str, *named_shapes) -> tuple[int, ...]:

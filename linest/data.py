@@ -1,0 +1,340 @@
+"""Observed chains from a table: panel visits, fully observed paths, aggregated counts.
+
+:func:`read_chains` reads a CSV file or a pandas DataFrame, checks it, and returns a
+:class:`Chains` object. Checks that need a model (states it knows, transitions it allows)
+run when a model turns the chains into sufficient statistics (``CTMC.statistics``).
+
+Every mistake in the input raises :class:`DataError` naming the file, the line (the CSV
+line number, header = line 1; for a DataFrame, its index label), the column and, where
+there is one, the subject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Chains", "DataError", "DataWarning", "read_chains", "state_key"]
+
+Kind = Literal["panel", "paths", "counts"]
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, line and column."""
+
+
+class DataWarning(UserWarning):
+    """Data that is usable but partly ignored (e.g. a subject seen once)."""
+
+
+def state_key(value) -> str:
+    """The canonical name of a state: ``1``, ``1.0`` and ``"1"`` are all ``"1"``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Chains:
+    """Checked observations of Markov chains, one row per observation.
+
+    For ``kind="panel"`` and ``"paths"`` the rows are grouped by subject and increasing
+    in time within it; ``subject``, ``time``, ``state`` and ``covariates`` are row
+    arrays and ``line`` the row's place in the source (for messages). For
+    ``kind="counts"`` each row is a cell ``(state_from, state_to, lag, count)`` of an
+    aggregated transition-count table.
+    """
+
+    kind: Kind
+    source: str
+    columns: dict  # role -> column name, for messages ("state" -> "state")
+    covariate_names: tuple[str, ...]
+    line: np.ndarray  # (rows,) labels of the rows in the source, for messages
+    covariates: np.ndarray  # (rows, C) float
+    # Panel and paths: (rows,) each; empty for counts.
+    subject: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, object))
+    time: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    state: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, object))
+    # Counts: (rows,) each; empty for panel and paths.
+    state_from: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, object))
+    state_to: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, object))
+    lag: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    count: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.line)
+
+    @property
+    def num_subjects(self) -> int:
+        return len(pd.unique(self.subject))
+
+    def where(self, i) -> str:
+        """'cav.csv line 17 (subject 100002)' for row ``i``."""
+        who = f" (subject {self.subject[i]})" if len(self.subject) else ""
+        return f"{self.source} {self.line[i]}{who}"
+
+    def __repr__(self) -> str:
+        extra = f", {self.num_subjects} subjects" if len(self.subject) else ""
+        return f"Chains(kind={self.kind!r}, {self.num_rows} rows{extra}, source={self.source!r})"
+
+
+def read_chains(
+    source,
+    subject: str = "subject",
+    time: str = "time",
+    state: str = "state",
+    covariates: Sequence[str] = (),
+    kind: Kind = "panel",
+    *,
+    state_from: str = "from",
+    state_to: str = "to",
+    count: str = "count",
+    lag: str | float = "lag",
+    missing: Literal["error", "drop"] = "error",
+) -> Chains:
+    """Read observed chains from a CSV path or a DataFrame, with the columns named.
+
+    Parameters
+    ----------
+    source : path or pandas.DataFrame
+    subject, time, state : str
+        Column names (panel and paths data).
+    covariates : sequence of str
+        Numeric columns; for panel data the value at the start of an interval applies
+        to it (as in msm).
+    kind : "panel", "paths" or "counts"
+        ``"panel"``: states seen at visit times (the msm case). ``"paths"``: every jump
+        is a row (the chain sits in a row's state until the next row's time; the last
+        row of a subject ends its follow-up). ``"counts"``: one row per cell of a count
+        table, columns ``state_from``, ``state_to``, ``count`` and ``lag`` (a column
+        name, or one number for every row).
+
+    Raises
+    ------
+    missing : "error" or "drop"
+        What to do with a row that has a missing value (NaN) in a used column: raise, or
+        drop it with a warning (msm's default ``na.omit``).
+
+    Raises
+    ------
+    DataError
+        Missing file or column, an empty table, non-numeric or missing values, negative
+        or non-increasing times within a subject, negative counts or lags.
+
+    Warns
+    -----
+    DataWarning
+        For a panel subject with a single observation (it carries no transition and is
+        skipped).
+    """
+    if kind not in ("panel", "paths", "counts"):
+        raise ValueError(f"read_chains: kind must be 'panel', 'paths' or 'counts', got {kind!r}")
+    if missing not in ("error", "drop"):
+        raise ValueError(f"read_chains: missing must be 'error' or 'drop', got {missing!r}")
+    frame, name, offset = _load(source)
+    covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+    if missing == "drop":
+        used = [subject, time, state, *covariates] if kind != "counts" else None
+        if used is None:
+            used = [state_from, state_to, count, *covariates] + (
+                [lag] if isinstance(lag, str) else []
+            )
+        _require_columns(frame, name, used)
+        lines = _line_labels(frame, offset)
+        bad = frame[used].isna().any(axis=1).to_numpy()
+        if bad.any():
+            warnings.warn(
+                f"{name}: dropped {int(bad.sum())} row(s) with missing values "
+                f"(first: {lines[np.flatnonzero(bad)[0]]})",
+                DataWarning,
+                stacklevel=2,
+            )
+            frame = frame.loc[~bad]
+            offset = None if offset is None else lines[~bad]
+    if kind == "counts":
+        return _read_counts(frame, name, offset, state_from, state_to, count, lag, covariates)
+    _require_columns(frame, name, [subject, time, state, *covariates])
+    lines = _line_labels(frame, offset)
+    _reject_missing(frame, name, lines, [subject, time, state, *covariates])
+    times = _numeric(frame, name, lines, time)
+    covs = np.column_stack(
+        [_numeric(frame, name, lines, c) for c in covariates] or [np.zeros((len(frame), 0))]
+    )
+    subjects = frame[subject].to_numpy()
+    states = np.array([state_key(v) for v in frame[state].to_numpy()], dtype=object)
+
+    bad = np.flatnonzero(times < 0)
+    if bad.size:
+        i = bad[0]
+        raise DataError(
+            f"{name} {lines[i]} (subject {subjects[i]}): column '{time}' is negative "
+            f"({times[i]:g}); times must be >= 0 (time since a common origin)"
+        )
+    # Group rows by subject, keeping the file order within a subject.
+    order = np.argsort(pd.factorize(subjects)[0], kind="stable")
+    subjects, times, states, covs, lines = (
+        subjects[order],
+        times[order],
+        states[order],
+        covs[order],
+        lines[order],
+    )
+    same = subjects[1:] == subjects[:-1]
+    step = np.diff(times)
+    for problem, mask in (
+        ("repeats the time of the row before it", same & (step == 0)),
+        ("is earlier than the row before it", same & (step < 0)),
+    ):
+        bad = np.flatnonzero(mask)
+        if bad.size:
+            i = bad[0] + 1
+            raise DataError(
+                f"{name} {lines[i]} (subject {subjects[i]}): time {times[i]:g} in column "
+                f"'{time}' {problem} ({lines[i - 1]}, time {times[i - 1]:g}); each "
+                "subject's observations must have strictly increasing times"
+            )
+    if kind == "panel":
+        _, first, sizes = np.unique(
+            pd.factorize(subjects)[0], return_index=True, return_counts=True
+        )
+        single = first[sizes == 1]
+        if single.size:
+            shown = ", ".join(f"{subjects[i]} ({lines[i]})" for i in single[:5])
+            more = f" and {single.size - 5} more" if single.size > 5 else ""
+            warnings.warn(
+                f"{name}: {single.size} subject(s) with a single observation carry no "
+                f"transition and are skipped: {shown}{more}",
+                DataWarning,
+                stacklevel=2,
+            )
+            keep = np.ones(len(subjects), bool)
+            keep[single] = False
+            subjects, times, states, covs, lines = (
+                subjects[keep],
+                times[keep],
+                states[keep],
+                covs[keep],
+                lines[keep],
+            )
+        if len(subjects) == 0:
+            raise DataError(f"{name}: no subject has two observations; nothing to fit")
+    return Chains(
+        kind=kind,
+        source=name,
+        columns={"subject": subject, "time": time, "state": state},
+        covariate_names=covariates,
+        line=lines,
+        covariates=covs,
+        subject=subjects,
+        time=times,
+        state=states,
+    )
+
+
+def _read_counts(frame, name, offset, state_from, state_to, count, lag, covariates):
+    lag_column = isinstance(lag, str)
+    columns = [state_from, state_to, count, *covariates] + ([lag] if lag_column else [])
+    _require_columns(frame, name, columns)
+    lines = _line_labels(frame, offset)
+    _reject_missing(frame, name, lines, columns)
+    counts = _numeric(frame, name, lines, count)
+    if lag_column:
+        lags = _numeric(frame, name, lines, lag)
+    else:
+        lags = np.full(len(frame), float(lag))
+    for values, what in ((counts, count), (lags, "lag" if not lag_column else lag)):
+        bad = np.flatnonzero(values < 0)
+        if bad.size:
+            i = bad[0]
+            raise DataError(f"{name} {lines[i]}: column '{what}' is negative ({values[i]:g})")
+    bad = np.flatnonzero(lags == 0)
+    if bad.size:
+        raise DataError(f"{name} {lines[bad[0]]}: the lag is 0; counts need a positive lag")
+    covs = np.column_stack(
+        [_numeric(frame, name, lines, c) for c in covariates] or [np.zeros((len(frame), 0))]
+    )
+    key = np.vectorize(state_key, otypes=[object])
+    return Chains(
+        kind="counts",
+        source=name,
+        columns={"from": state_from, "to": state_to, "count": count, "lag": lag},
+        covariate_names=tuple(covariates),
+        line=lines,
+        covariates=covs,
+        state_from=key(frame[state_from].to_numpy()),
+        state_to=key(frame[state_to].to_numpy()),
+        lag=lags,
+        count=counts,
+    )
+
+
+def _load(source) -> tuple[pd.DataFrame, str, int | None]:
+    if isinstance(source, pd.DataFrame):
+        if len(source) == 0:
+            raise DataError("the DataFrame has no rows")
+        return source, "DataFrame", None
+    path = os.fspath(source)
+    name = os.path.basename(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a readable CSV file ({error})") from None
+    if len(frame) == 0:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    return frame, name, 2  # line 1 is the header
+
+
+def _line_labels(frame, offset) -> np.ndarray:
+    if isinstance(offset, np.ndarray):  # labels kept from before rows were dropped
+        return offset
+    if offset is None:
+        return np.array([f"row {label}" for label in frame.index], dtype=object)
+    return np.array([f"line {i + offset}" for i in range(len(frame))], dtype=object)
+
+
+def _require_columns(frame, name, columns):
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        have = ", ".join(map(str, frame.columns))
+        raise DataError(
+            f"{name}: no column {', '.join(repr(c) for c in missing)}; the columns are: {have}"
+        )
+
+
+def _reject_missing(frame, name, lines, columns):
+    for column in columns:
+        bad = np.flatnonzero(frame[column].isna().to_numpy())
+        if bad.size:
+            i = bad[0]
+            more = f" (and {bad.size - 1} more rows)" if bad.size > 1 else ""
+            raise DataError(
+                f"{name} {lines[i]}: column '{column}' is missing (NaN){more}; fix the data or "
+                "pass missing='drop' (spec file: data.missing = \"drop\") to drop such rows"
+            )
+
+
+def _numeric(frame, name, lines, column) -> np.ndarray:
+    values = np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = bad[0]
+        raise DataError(
+            f"{name} {lines[i]}: column '{column}' holds {frame[column].iloc[i]!r}, "
+            "not a finite number"
+        )
+    return values

@@ -1,0 +1,40 @@
+"""The contract every model of linest fulfils: theta -> A(theta) -> log-likelihood."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import numpy as np
+
+
+class AbstractLinearModel(eqx.Module):
+    """A linear ODE model ``dx/dt = A(theta) x`` scored against data.
+
+    A model maps an unconstrained parameter vector ``theta`` to its system matrix and
+    scores prepared data (``statistics``, a pytree of arrays). It never chooses the
+    gradient method: that is passed in, so the same model runs with every method of
+    the engine. Structure (state names, allowed transitions, grids) is static.
+    """
+
+    @property
+    @abc.abstractmethod
+    def param_names(self) -> tuple[str, ...]:
+        """Names of the entries of ``theta`` (unconstrained scale)."""
+
+    @abc.abstractmethod
+    def statistics(self, data) -> eqx.Module:
+        """Check ``data`` against the model and reduce it to sufficient statistics."""
+
+    @abc.abstractmethod
+    def loglik(self, theta: jax.Array, statistics, gradient=None) -> jax.Array:
+        """Log-likelihood of ``theta`` given the statistics, differentiable through ``gradient``."""
+
+    @abc.abstractmethod
+    def initial_theta(self, statistics) -> np.ndarray:
+        """A starting point for optimisation or sampling."""
+
+    @property
+    def num_params(self) -> int:
+        return len(self.param_names)

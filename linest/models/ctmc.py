@@ -1,0 +1,490 @@
+"""Continuous-time Markov chains: a generator with named states and allowed transitions.
+
+The generator ``Q`` has ``Q[r, s] = q_rs(z) = exp(theta_rs + beta_rs . (z - zbar))`` on
+the allowed transitions ``r -> s``, zero elsewhere off the diagonal, and rows summing to
+zero. ``theta`` (log-rates, then covariate effects) is unconstrained. Covariates are
+centred at their means over the intervals' starting rows, as msm does, so the baseline
+rates are those of an average subject.
+
+Three kinds of data give three likelihood terms, summed (Kalbfleisch & Lawless 1985;
+Jackson 2011, the msm paper):
+
+* panel visits ``a`` at ``t`` then ``b`` at ``t + dt``: ``log P(dt)[a, b]`` with
+  ``P(t) = exp(tQ)``. Entry into an absorbing state whose time is known exactly (msm's
+  ``deathexact``): ``log sum_{j != D} P(dt)[a, j] q_jD = log (P(dt) Q)[a, D]``.
+* fully observed paths: ``sum N_rs log q_rs - sum_r R_r q_r`` (``N_rs`` jumps ``r -> s``,
+  ``R_r`` time spent in ``r``, ``q_r = -Q[r, r]``), maximised by ``q_rs = N_rs / R_r``.
+* aggregated counts ``C(tau)``: ``sum C[a, b] log P(tau)[a, b]``.
+
+Panel intervals and counts are grouped by (covariate pattern, time step): the cost
+grows with the number of distinct steps, not of intervals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from linest.data import Chains, DataError, state_key
+from linest.engine import expm_times
+from linest.gradients import Eigen
+from linest.models.base import AbstractLinearModel
+
+__all__ = ["CTMC", "CTMCStatistics"]
+
+#: The default gradient method of CTMC likelihoods: one eigendecomposition per
+#: covariate pattern shared by all time steps, exact, falling back to the Pade Frechet
+#: derivative (Exact) when the eigenvectors are ill-conditioned (e.g. equal rates in a
+#: progressive model make Q defective).
+DEFAULT_GRADIENT = Eigen(fallback=True)
+
+# Probabilities below this count as zero in the log (keeps optimisers' trial steps finite).
+_TINY = 1e-300
+
+
+class CTMCStatistics(eqx.Module):
+    """Sufficient statistics of observed chains for a :class:`CTMC` (a pytree of arrays).
+
+    ``z``: (G, C) distinct centred covariate patterns. Panel/counts cells, one per
+    distinct (pattern, time step): ``lag`` (K,), ``group`` (K,), ``counts`` (K, n, n),
+    ``exact_counts`` (K, n, E) for entries into the model's exactly-timed states.
+    Paths: ``jumps`` (G, n, n) and ``time_at_risk`` (G, n).
+    """
+
+    z: jax.Array
+    covariate_means: jax.Array
+    lag: jax.Array
+    group: jax.Array
+    counts: jax.Array
+    exact_counts: jax.Array
+    jumps: jax.Array
+    time_at_risk: jax.Array
+    num_subjects: int = eqx.field(static=True, default=0)
+    num_intervals: int = eqx.field(static=True, default=0)
+    source: str = eqx.field(static=True, default="")
+
+    @property
+    def num_cells(self) -> int:
+        return int(self.lag.shape[0])
+
+
+def _parse_transition(item, caller: str) -> tuple[str, str]:
+    if isinstance(item, str):
+        parts = re.split(r"\s*(?:->|-|,)\s*", item.strip())
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"{caller}: transition {item!r} is not of the form 'r-s'")
+        return state_key(parts[0]), state_key(parts[1])
+    try:
+        r, s = item
+    except (TypeError, ValueError):
+        raise ValueError(f"{caller}: transition {item!r} is not a pair (r, s)") from None
+    return state_key(r), state_key(s)
+
+
+class CTMC(AbstractLinearModel):
+    """A continuous-time Markov chain on named states with allowed transitions.
+
+    Parameters
+    ----------
+    states : sequence
+        State codes as they appear in the data (``1``, ``"well"``...).
+    transitions : sequence of "r-s" strings or (r, s) pairs
+        The allowed instantaneous transitions (the off-diagonal pattern of Q).
+    exact : sequence, optional
+        Absorbing states whose entry time is observed exactly (msm's ``deathexact``).
+    covariates : sequence of str, optional
+        Covariate names (data columns); each acts log-linearly on intensities.
+    effects : sequence of (transition, covariate), optional
+        Which transition each covariate acts on; default every covariate on every
+        transition (msm's ``covariates = ~ x``).
+    labels : sequence of str, optional
+        Display names of the states.
+
+    Examples
+    --------
+    >>> import linest
+    >>> cav = linest.CTMC(states=[1, 2, 3, 4],
+    ...                   transitions=["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"],
+    ...                   exact=[4])
+    >>> cav.param_names[:2]
+    ('log q(1-2)', 'log q(1-4)')
+    """
+
+    states: tuple[str, ...] = eqx.field(static=True)
+    transitions: tuple[tuple[int, int], ...] = eqx.field(static=True)
+    exact: tuple[int, ...] = eqx.field(static=True)
+    covariates: tuple[str, ...] = eqx.field(static=True)
+    effects: tuple[tuple[int, int], ...] = eqx.field(static=True)
+    labels: tuple[str, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        states: Sequence,
+        transitions: Sequence,
+        exact: Sequence = (),
+        covariates: Sequence[str] = (),
+        effects: Sequence | None = None,
+        labels: Sequence[str] | None = None,
+    ):
+        caller = "CTMC"
+        names = tuple(state_key(s) for s in states)
+        if len(names) < 2:
+            raise ValueError(f"{caller}: need at least two states, got {list(states)!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{caller}: repeated state in {list(states)!r}")
+        position = {s: i for i, s in enumerate(names)}
+
+        def where(code, what):
+            if code not in position:
+                raise ValueError(
+                    f"{caller}: {what} names state {code!r}, which is not one of the "
+                    f"states {', '.join(names)}"
+                )
+            return position[code]
+
+        pairs = []
+        for item in transitions:
+            r, s = _parse_transition(item, caller)
+            pair = (where(r, f"transition {item!r}"), where(s, f"transition {item!r}"))
+            if pair[0] == pair[1]:
+                raise ValueError(f"{caller}: transition {item!r} goes from a state to itself")
+            if pair in pairs:
+                raise ValueError(f"{caller}: transition {item!r} is listed twice")
+            pairs.append(pair)
+        if not pairs:
+            raise ValueError(f"{caller}: no transitions allowed")
+        exact_idx = tuple(where(state_key(e), "exact") for e in exact)
+        for e in exact_idx:
+            if any(r == e for r, _ in pairs):
+                raise ValueError(
+                    f"{caller}: state {names[e]} is listed as exact (absorbing, entry time "
+                    "known) but has outgoing transitions"
+                )
+        covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+        if len(set(covariates)) != len(covariates):
+            raise ValueError(f"{caller}: repeated covariate in {list(covariates)!r}")
+        if effects is None:
+            effect_idx = tuple((t, c) for t in range(len(pairs)) for c in range(len(covariates)))
+        else:
+            effect_idx = []
+            for item in effects:
+                try:
+                    transition, covariate = item
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"{caller}: effect {item!r} is not a (transition, covariate) pair"
+                    ) from None
+                r, s = _parse_transition(transition, caller)
+                pair = (where(r, f"effect {item!r}"), where(s, f"effect {item!r}"))
+                if pair not in pairs:
+                    raise ValueError(f"{caller}: effect {item!r} is on a transition not allowed")
+                if covariate not in covariates:
+                    raise ValueError(
+                        f"{caller}: effect {item!r} names covariate {covariate!r}, not one of "
+                        f"{list(covariates)!r}"
+                    )
+                effect_idx.append((pairs.index(pair), covariates.index(covariate)))
+            effect_idx = tuple(dict.fromkeys(effect_idx))
+        self.states = names
+        self.transitions = tuple(pairs)
+        self.exact = exact_idx
+        self.covariates = covariates
+        self.effects = effect_idx
+        labels = names if labels is None else tuple(str(x) for x in labels)
+        if len(labels) != len(names):
+            raise ValueError(f"{caller}: {len(labels)} labels for {len(names)} states")
+        self.labels = labels
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def num_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def num_rates(self) -> int:
+        return len(self.transitions)
+
+    def transition_name(self, k: int) -> str:
+        r, s = self.transitions[k]
+        return f"{self.states[r]}-{self.states[s]}"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        rates = tuple(f"log q({self.transition_name(k)})" for k in range(self.num_rates))
+        betas = tuple(
+            f"beta {self.covariates[c]} ({self.transition_name(t)})" for t, c in self.effects
+        )
+        return rates + betas
+
+    @property
+    def absorbing(self) -> tuple[int, ...]:
+        sources = {r for r, _ in self.transitions}
+        return tuple(i for i in range(self.num_states) if i not in sources)
+
+    def reachable(self) -> np.ndarray:
+        """reach[a, b]: b can follow a after any time (a path of allowed transitions)."""
+        n = self.num_states
+        reach = np.eye(n, dtype=bool)
+        for r, s in self.transitions:
+            reach[r, s] = True
+        for k in range(n):  # Warshall's transitive closure
+            reach |= reach[:, [k]] & reach[[k], :]
+        return reach
+
+    def with_covariates(self, covariates: Sequence[str]) -> CTMC:
+        """The same chain with every covariate acting on every transition."""
+        return CTMC(
+            states=self.states,
+            transitions=[(self.states[r], self.states[s]) for r, s in self.transitions],
+            exact=[self.states[e] for e in self.exact],
+            covariates=covariates,
+            labels=self.labels,
+        )
+
+    # ------------------------------------------------------------------ the matrix
+
+    def rates(self, theta, z=None) -> jax.Array:
+        """Intensities of the allowed transitions, shape (R,) or (G, R) for patterns z."""
+        theta = jnp.asarray(theta)
+        log_q = theta[: self.num_rates]
+        if z is None or not self.effects:
+            log = log_q if z is None else jnp.broadcast_to(log_q, (jnp.shape(z)[0], self.num_rates))
+            return jnp.exp(log)
+        beta = jnp.zeros((self.num_rates, len(self.covariates)), theta.dtype)
+        if self.effects:
+            t, c = zip(*self.effects)
+            beta = beta.at[list(t), list(c)].set(theta[self.num_rates :])
+        return jnp.exp(log_q + jnp.asarray(z, theta.dtype) @ beta.T)
+
+    def generator(self, theta, z=None) -> jax.Array:
+        """Q(theta) of shape (n, n), or (G, n, n) for covariate patterns ``z`` (G, C)."""
+        q = self.rates(theta, z)
+        rows, cols = (list(x) for x in zip(*self.transitions))
+        n = self.num_states
+        Q = jnp.zeros((*q.shape[:-1], n, n), q.dtype).at[..., rows, cols].set(q)
+        return Q - jnp.eye(n, dtype=q.dtype) * Q.sum(axis=-1, keepdims=True)
+
+    matrix = generator
+
+    # ------------------------------------------------------------------ likelihood
+
+    def loglik(self, theta, statistics: CTMCStatistics, gradient=None) -> jax.Array:
+        """Log-likelihood; derivatives by ``gradient`` (default: shared eigendecomposition)."""
+        gradient = DEFAULT_GRADIENT if gradient is None else gradient
+        st = statistics
+        Q = self.generator(theta, st.z)  # (G, n, n)
+        total = jnp.zeros((), Q.dtype)
+        if st.num_cells:
+            P = expm_times(Q, st.lag, st.group, gradient=gradient)
+            observed = st.counts > 0
+            total += jnp.sum(st.counts * jnp.log(jnp.where(observed, jnp.maximum(P, _TINY), 1.0)))
+            if self.exact:
+                into = Q[:, :, list(self.exact)][st.group]  # (K, n, E): q_jD
+                F = jnp.einsum("kaj,kje->kae", P, into)  # sum_j P[a, j] q_jD
+                seen = st.exact_counts > 0
+                total += jnp.sum(
+                    st.exact_counts * jnp.log(jnp.where(seen, jnp.maximum(F, _TINY), 1.0))
+                )
+        diag = jnp.diagonal(Q, axis1=-2, axis2=-1)  # -q_r
+        jumps = st.jumps > 0
+        total += jnp.sum(st.jumps * jnp.log(jnp.where(jumps, Q, 1.0))) + jnp.sum(
+            st.time_at_risk * diag
+        )
+        return total
+
+    # ------------------------------------------------------------------ data
+
+    def statistics(self, data: Chains) -> CTMCStatistics:
+        """Check observed chains against the model and reduce them to sufficient statistics.
+
+        Raises :class:`linest.data.DataError` naming the file, line and subject for a
+        state the model does not have, a transition its allowed transitions cannot
+        produce, or a covariate the data lack.
+        """
+        if isinstance(data, CTMCStatistics):
+            return data
+        if not isinstance(data, Chains):
+            raise TypeError(
+                f"CTMC.statistics: expected Chains from linest.read_chains, got {type(data).__name__}"
+            )
+        missing = [c for c in self.covariates if c not in data.covariate_names]
+        if missing:
+            raise DataError(
+                f"{data.source}: the model uses covariate(s) {missing} but the data were read "
+                f"with covariates {list(data.covariate_names)}; pass covariates=[...] to "
+                "read_chains"
+            )
+        cov_cols = [data.covariate_names.index(c) for c in self.covariates]
+        n = self.num_states
+        position = {s: i for i, s in enumerate(self.states)}
+        E = len(self.exact)
+        exact_slot = {e: j for j, e in enumerate(self.exact)}
+
+        if data.kind == "counts":
+            a = self._codes(data, data.state_from, position, data.columns["from"])
+            b = self._codes(data, data.state_to, position, data.columns["to"])
+            reach = self.reachable()
+            bad = np.flatnonzero(~reach[a, b] & (data.count > 0))
+            if bad.size:
+                i = bad[0]
+                raise DataError(
+                    f"{data.where(i)}: {data.count[i]:g} transitions {self.states[a[i]]} -> "
+                    f"{self.states[b[i]]}, which no path of allowed transitions produces "
+                    f"(allowed: {self._allowed()})"
+                )
+            z = data.covariates[:, cov_cols]
+            means = z.mean(axis=0) if len(z) else np.zeros(len(cov_cols))
+            return self._cells(
+                z - means, means, data.lag, a, b, data.count, np.zeros(len(a), bool), n, E,
+                exact_slot, jumps=None, time_at_risk=None, num_subjects=0,
+                num_intervals=int(data.count.sum()), source=data.source,
+            )  # fmt: skip
+
+        codes = self._codes(data, data.state, position, data.columns["state"])
+        same = data.subject[1:] == data.subject[:-1]
+        start = np.flatnonzero(same)  # interval i runs from row i to row i + 1
+        a, b = codes[start], codes[start + 1]
+        dt = data.time[start + 1] - data.time[start]
+        z_rows = data.covariates[start][:, cov_cols]
+        means = z_rows.mean(axis=0) if len(start) else np.zeros(len(cov_cols))
+        if data.kind == "paths":
+            bad = np.flatnonzero((a != b) & ~self._direct()[a, b])
+            if bad.size:
+                i = start[bad[0]] + 1
+                raise DataError(
+                    f"{data.where(i)}: a jump {self.states[a[bad[0]]]} -> "
+                    f"{self.states[b[bad[0]]]} in fully observed paths, which the model does "
+                    f"not allow (allowed: {self._allowed()})"
+                )
+            patterns, group = _unique_rows(z_rows - means)
+            G = len(patterns)
+            jumps = np.zeros((G, n, n))
+            np.add.at(jumps, (group, a, b), (a != b).astype(float))
+            time_at_risk = np.zeros((G, n))
+            np.add.at(time_at_risk, (group, a), dt)
+            return CTMCStatistics(
+                z=jnp.asarray(patterns),
+                covariate_means=jnp.asarray(means),
+                lag=jnp.zeros((0,)),
+                group=jnp.zeros((0,), jnp.int32),
+                counts=jnp.zeros((0, n, n)),
+                exact_counts=jnp.zeros((0, n, E)),
+                jumps=jnp.asarray(jumps),
+                time_at_risk=jnp.asarray(time_at_risk),
+                num_subjects=data.num_subjects,
+                num_intervals=len(start),
+                source=data.source,
+            )
+
+        reach = self.reachable()
+        bad = np.flatnonzero(~reach[a, b])
+        if bad.size:
+            i = start[bad[0]]
+            raise DataError(
+                f"{data.where(i + 1)}: subject {data.subject[i]} is in state "
+                f"{self.states[a[bad[0]]]} at time {data.time[i]:g} ({data.line[i]}) and in "
+                f"state {self.states[b[bad[0]]]} at time {data.time[i + 1]:g}, which no path "
+                f"of allowed transitions reaches (allowed: {self._allowed()})"
+            )
+        into_exact = np.isin(b, self.exact) & (a != b)
+        stay_absorbed = np.isin(a, self.absorbing) & (a == b)  # probability 1: no information
+        keep = ~stay_absorbed
+        return self._cells(
+            z_rows[keep] - means, means, dt[keep], a[keep], b[keep], np.ones(keep.sum()),
+            into_exact[keep], n, E, exact_slot, jumps=None, time_at_risk=None,
+            num_subjects=data.num_subjects, num_intervals=len(start), source=data.source,
+        )  # fmt: skip
+
+    def _cells(self, z, means, lag, a, b, weight, exact, n, E, exact_slot, **extra):
+        patterns, group = _unique_rows(z)
+        G = len(patterns)
+        if len(lag):
+            scale = float(np.max(lag))
+            decimals = 11 - int(np.floor(np.log10(scale))) if scale > 0 else 11
+            key = np.column_stack([group, np.round(lag, decimals)])
+            cells, first, cell = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            cell = cell.reshape(-1)
+            K = len(cells)
+            cell_lag = lag[first]
+            cell_group = group[first]
+        else:
+            K, cell, cell_lag, cell_group = 0, np.zeros(0, int), np.zeros(0), np.zeros(0, int)
+        counts = np.zeros((K, n, n))
+        np.add.at(counts, (cell[~exact], a[~exact], b[~exact]), weight[~exact])
+        exact_counts = np.zeros((K, n, E))
+        if exact.any():
+            slots = np.array([exact_slot[x] for x in b[exact]])
+            np.add.at(exact_counts, (cell[exact], a[exact], slots), weight[exact])
+        return CTMCStatistics(
+            z=jnp.asarray(patterns),
+            covariate_means=jnp.asarray(means),
+            lag=jnp.asarray(cell_lag, dtype=float),
+            group=jnp.asarray(cell_group, dtype=jnp.int32),
+            counts=jnp.asarray(counts),
+            exact_counts=jnp.asarray(exact_counts),
+            jumps=jnp.zeros((G, n, n)),
+            time_at_risk=jnp.zeros((G, n)),
+            num_subjects=extra["num_subjects"],
+            num_intervals=extra["num_intervals"],
+            source=extra["source"],
+        )
+
+    def _codes(self, data: Chains, values, position, column) -> np.ndarray:
+        codes = np.array([position.get(v, -1) for v in values], dtype=int)
+        bad = np.flatnonzero(codes < 0)
+        if bad.size:
+            i = bad[0]
+            raise DataError(
+                f"{data.where(i)}: column '{column}' holds state {values[i]!r}, which is not a "
+                f"state of the model ({', '.join(self.states)})"
+            )
+        return codes
+
+    def _direct(self) -> np.ndarray:
+        direct = np.zeros((self.num_states, self.num_states), bool)
+        for r, s in self.transitions:
+            direct[r, s] = True
+        return direct
+
+    def _allowed(self) -> str:
+        return ", ".join(self.transition_name(k) for k in range(self.num_rates))
+
+    # ------------------------------------------------------------------ starting values
+
+    def initial_theta(self, statistics: CTMCStatistics) -> np.ndarray:
+        """Crude rates, as msm's ``crudeinits.msm``: transitions per unit time at risk.
+
+        Panel cells: ``q_rs ~ n_rs / T_r`` with ``n_rs`` the intervals starting in ``r``
+        and ending in ``s`` and ``T_r`` their total length; paths: ``N_rs / R_r``.
+        Transitions never seen get a tenth of the smallest seen rate. Effects start at 0.
+        """
+        st = statistics
+        counts = np.asarray(st.counts).sum(axis=0)
+        counts[:, [*self.exact]] += np.asarray(st.exact_counts).sum(axis=0)
+        lag = np.asarray(st.lag)
+        total = np.asarray(st.counts).sum(axis=2) + np.asarray(st.exact_counts).sum(axis=2)
+        time = (lag[:, None] * total).sum(axis=0)
+        counts += np.asarray(st.jumps).sum(axis=0)
+        time += np.asarray(st.time_at_risk).sum(axis=0)
+        rates = np.full(self.num_rates, np.nan)
+        for k, (r, s) in enumerate(self.transitions):
+            if counts[r, s] > 0 and time[r] > 0:
+                rates[k] = counts[r, s] / time[r]
+        seen = rates[np.isfinite(rates)]
+        fill = seen.min() / 10 if seen.size else 0.1
+        rates = np.where(np.isfinite(rates), rates, fill)
+        return np.concatenate([np.log(rates), np.zeros(len(self.effects))])
+
+
+def _unique_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = np.asarray(z, float).reshape(len(z), -1)
+    if z.shape[1] == 0:
+        return np.zeros((1, 0)), np.zeros(len(z), int)
+    patterns, group = np.unique(z, axis=0, return_inverse=True)
+    return patterns, group.reshape(-1)
