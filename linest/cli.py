@@ -37,10 +37,17 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a sibling temporary file, then rename it onto ``path``.
+
+    A killed run leaves either the old file or the new one, never half of one.
+    """
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _fit(args) -> int:
@@ -62,16 +69,14 @@ def _fit(args) -> int:
     if args.json:
         out = Path(args.json)
         payload = result.to_dict() | {"spec": str(spec.path), "data": str(spec.data["source"])}
-        _atomic_write(out, json.dumps(payload, indent=2) + "\n")
+        _atomic_write(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
         print(f"wrote {out}")
     if args.plot:
         from linest.plots import plot_prevalence
 
         out = Path(args.plot)
         figure = plot_prevalence(result, chains)
-        tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-        figure.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, out)
+        _atomic_write(out, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
         print(f"wrote {out}")
     return 0 if result.converged else 2
 

@@ -144,14 +144,13 @@ def read_chains(
         raise ValueError(f"read_chains: missing must be 'error' or 'drop', got {missing!r}")
     frame, name, offset = _load(source)
     covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+    if kind == "counts":
+        used = [state_from, state_to, count, *covariates] + ([lag] if isinstance(lag, str) else [])
+    else:
+        used = [subject, time, state, *covariates]
+    _require_columns(frame, name, used)
+    lines = _line_labels(frame, offset)
     if missing == "drop":
-        used = [subject, time, state, *covariates] if kind != "counts" else None
-        if used is None:
-            used = [state_from, state_to, count, *covariates] + (
-                [lag] if isinstance(lag, str) else []
-            )
-        _require_columns(frame, name, used)
-        lines = _line_labels(frame, offset)
         bad = frame[used].isna().any(axis=1).to_numpy()
         if bad.any():
             warnings.warn(
@@ -160,13 +159,10 @@ def read_chains(
                 DataWarning,
                 stacklevel=2,
             )
-            frame = frame.loc[~bad]
-            offset = None if offset is None else lines[~bad]
+            frame, lines = frame.loc[~bad], lines[~bad]
+    _reject_missing(frame, name, lines, used)
     if kind == "counts":
-        return _read_counts(frame, name, offset, state_from, state_to, count, lag, covariates)
-    _require_columns(frame, name, [subject, time, state, *covariates])
-    lines = _line_labels(frame, offset)
-    _reject_missing(frame, name, lines, [subject, time, state, *covariates])
+        return _read_counts(frame, name, lines, state_from, state_to, count, lag, covariates)
     times = _numeric(frame, name, lines, time)
     covs = np.column_stack(
         [_numeric(frame, name, lines, c) for c in covariates] or [np.zeros((len(frame), 0))]
@@ -184,11 +180,7 @@ def read_chains(
     # Group rows by subject, keeping the file order within a subject.
     order = np.argsort(pd.factorize(subjects)[0], kind="stable")
     subjects, times, states, covs, lines = (
-        subjects[order],
-        times[order],
-        states[order],
-        covs[order],
-        lines[order],
+        x[order] for x in (subjects, times, states, covs, lines)
     )
     same = subjects[1:] == subjects[:-1]
     step = np.diff(times)
@@ -220,13 +212,8 @@ def read_chains(
             )
             keep = np.ones(len(subjects), bool)
             keep[single] = False
-            subjects, times, states, covs, lines = (
-                subjects[keep],
-                times[keep],
-                states[keep],
-                covs[keep],
-                lines[keep],
-            )
+            rows = (subjects, times, states, covs, lines)
+            subjects, times, states, covs, lines = (x[keep] for x in rows)
         if len(subjects) == 0:
             raise DataError(f"{name}: no subject has two observations; nothing to fit")
     return Chains(
@@ -242,12 +229,8 @@ def read_chains(
     )
 
 
-def _read_counts(frame, name, offset, state_from, state_to, count, lag, covariates):
+def _read_counts(frame, name, lines, state_from, state_to, count, lag, covariates):
     lag_column = isinstance(lag, str)
-    columns = [state_from, state_to, count, *covariates] + ([lag] if lag_column else [])
-    _require_columns(frame, name, columns)
-    lines = _line_labels(frame, offset)
-    _reject_missing(frame, name, lines, columns)
     counts = _numeric(frame, name, lines, count)
     if lag_column:
         lags = _numeric(frame, name, lines, lag)
@@ -300,8 +283,6 @@ def _load(source) -> tuple[pd.DataFrame, str, int | None]:
 
 
 def _line_labels(frame, offset) -> np.ndarray:
-    if isinstance(offset, np.ndarray):  # labels kept from before rows were dropped
-        return offset
     if offset is None:
         return np.array([f"row {label}" for label in frame.index], dtype=object)
     return np.array([f"line {i + offset}" for i in range(len(frame))], dtype=object)

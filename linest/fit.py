@@ -50,6 +50,19 @@ def _loglik_derivatives(model, gradient, theta, statistics):
     return value, grad, jax.hessian(loglik)(theta)
 
 
+def _exp_interval(estimate, se) -> dict[str, np.ndarray]:
+    """exp(estimate) with the 95% interval exp(estimate -/+ 1.96 se) (Wald on the log scale).
+
+    An unbounded parameter's upper end is reported as inf, without a numpy warning.
+    """
+    with np.errstate(over="ignore"):
+        return {
+            "estimate": np.exp(estimate),
+            "lower": np.exp(estimate - Z95 * se),
+            "upper": np.exp(estimate + Z95 * se),
+        }
+
+
 def _method_name(gradient) -> str:
     if gradient is None:
         return "default"
@@ -123,16 +136,10 @@ class FitResult:
         R = m.num_rates
         theta, se = self.theta[:R], self.se[:R]
         names = [m.transition_name(k) for k in range(R)]
-        with np.errstate(over="ignore"):
-            return pd.DataFrame(
-                {
-                    "estimate": np.exp(theta),
-                    "lower": np.exp(theta - Z95 * se),
-                    "upper": np.exp(theta + Z95 * se),
-                    "se_log": se,
-                },
-                index=pd.Index(names, name="transition"),
-            )
+        return pd.DataFrame(
+            _exp_interval(theta, se) | {"se_log": se},
+            index=pd.Index(names, name="transition"),
+        )
 
     def hazard_ratios(self) -> pd.DataFrame:
         """exp(beta) per covariate and transition with 95% intervals."""
@@ -143,17 +150,12 @@ class FitResult:
             [(m.covariates[c], m.transition_name(t)) for t, c in m.effects],
             names=["covariate", "transition"],
         )
-        with np.errstate(over="ignore"):
-            return pd.DataFrame(
-                {
-                    "hr": np.exp(beta),
-                    "lower": np.exp(beta - Z95 * se),
-                    "upper": np.exp(beta + Z95 * se),
-                    "beta": beta,
-                    "se": se,
-                },
-                index=index,
-            )
+        table = _exp_interval(beta, se)
+        table["hr"] = table.pop("estimate")
+        return pd.DataFrame(
+            {k: table[k] for k in ("hr", "lower", "upper")} | {"beta": beta, "se": se},
+            index=index,
+        )
 
     def _z(self, covariates):
         m, st = self.model, self.statistics
@@ -200,12 +202,13 @@ class FitResult:
         value = np.asarray(log_sojourn(jnp.asarray(self.theta)))
         J = np.asarray(jax.jacobian(log_sojourn)(jnp.asarray(self.theta)))
         se_log = np.sqrt(np.einsum("ip,pq,iq->i", J, self.covariance, J))
+        table = _exp_interval(value, se_log)
         return pd.DataFrame(
             {
-                "estimate": np.exp(value),
-                "se": np.exp(value) * se_log,
-                "lower": np.exp(value - Z95 * se_log),
-                "upper": np.exp(value + Z95 * se_log),
+                "estimate": table["estimate"],
+                "se": table["estimate"] * se_log,  # delta method
+                "lower": table["lower"],
+                "upper": table["upper"],
             },
             index=pd.Index([m.labels[i] for i in transient], name="state"),
         )

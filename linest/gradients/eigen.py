@@ -11,7 +11,9 @@ import numpy as np
 from jax import lax
 
 from linest.gradients import _pade
+from linest.gradients._primitives import expm_p
 from linest.gradients.base import AbstractGradient
+from linest.gradients.exact import Exact
 
 
 def exp_divided_differences(lam: jax.Array) -> jax.Array:
@@ -30,6 +32,12 @@ def exp_divided_differences(lam: jax.Array) -> jax.Array:
     series = 1 + z / 2 * (1 + z / 3 * (1 + z / 4 * (1 + z / 5)))
     exprel = jnp.where(small, series, jnp.expm1(z_safe) / z_safe)
     return jnp.exp(a) * exprel
+
+
+def _condition(V, Vinv):
+    """||V||_F ||V^-1||_F / d, an upper bound on cond_2(V), per matrix of the batch."""
+    d = V.shape[-1]
+    return jnp.linalg.norm(V, axis=(-1, -2)) * jnp.linalg.norm(Vinv, axis=(-1, -2)) / d
 
 
 class EigenResiduals(NamedTuple):
@@ -103,8 +111,7 @@ class Eigen(AbstractGradient):
     def forward(self, M):
         R_pade, pade = _pade.expm_with_residuals(M)
         lam, V, Vinv = self._decompose(jnp.where(pade.finite[..., None, None], M, 0))
-        d = M.shape[-1]
-        condition = jnp.linalg.norm(V, axis=(-1, -2)) * jnp.linalg.norm(Vinv, axis=(-1, -2)) / d
+        condition = _condition(V, Vinv)
         residuals = EigenResiduals(lam, V, Vinv, condition, pade if self.fallback else None)
         return R_pade, residuals
 
@@ -199,8 +206,7 @@ def expm_times_shared(method: Eigen, A, ts, index):
     is ill-conditioned.
     """
     lam, V, Vinv = method._decompose(A)
-    d = A.shape[-1]
-    condition = jnp.linalg.norm(V, axis=(-1, -2)) * jnp.linalg.norm(Vinv, axis=(-1, -2)) / d
+    condition = _condition(V, Vinv)
     bad = jnp.any(~(condition <= method.max_condition))
 
     def eigen_path(A, ts):
@@ -209,9 +215,6 @@ def expm_times_shared(method: Eigen, A, ts, index):
     if method.fallback:
 
         def pade_path(A, ts):
-            from linest.gradients._primitives import expm_p
-            from linest.gradients.exact import Exact
-
             return expm_p.bind(ts[:, None, None] * A[index], gradient=Exact())
 
         return lax.cond(bad, pade_path, eigen_path, A, ts)

@@ -230,9 +230,7 @@ class CTMC(AbstractLinearModel):
     def reachable(self) -> np.ndarray:
         """reach[a, b]: b can follow a after any time (a path of allowed transitions)."""
         n = self.num_states
-        reach = np.eye(n, dtype=bool)
-        for r, s in self.transitions:
-            reach[r, s] = True
+        reach = np.eye(n, dtype=bool) | self._direct()
         for k in range(n):  # Warshall's transitive closure
             reach |= reach[:, [k]] & reach[[k], :]
         return reach
@@ -323,8 +321,6 @@ class CTMC(AbstractLinearModel):
         cov_cols = [data.covariate_names.index(c) for c in self.covariates]
         n = self.num_states
         position = {s: i for i, s in enumerate(self.states)}
-        E = len(self.exact)
-        exact_slot = {e: j for j, e in enumerate(self.exact)}
 
         if data.kind == "counts":
             a = self._codes(data, data.state_from, position, data.columns["from"])
@@ -338,12 +334,10 @@ class CTMC(AbstractLinearModel):
                     f"{self.states[b[i]]}, which no path of allowed transitions produces "
                     f"(allowed: {self._allowed()})"
                 )
-            z = data.covariates[:, cov_cols]
-            means = z.mean(axis=0) if len(z) else np.zeros(len(cov_cols))
+            z, means = _centre(data.covariates[:, cov_cols])
             return self._cells(
-                z - means, means, data.lag, a, b, data.count, np.zeros(len(a), bool), n, E,
-                exact_slot, jumps=None, time_at_risk=None, num_subjects=0,
-                num_intervals=int(data.count.sum()), source=data.source,
+                z, means, data.lag, a, b, data.count, np.zeros(len(a), bool),
+                num_subjects=0, num_intervals=int(data.count.sum()), source=data.source,
             )  # fmt: skip
 
         codes = self._codes(data, data.state, position, data.columns["state"])
@@ -351,8 +345,7 @@ class CTMC(AbstractLinearModel):
         start = np.flatnonzero(same)  # interval i runs from row i to row i + 1
         a, b = codes[start], codes[start + 1]
         dt = data.time[start + 1] - data.time[start]
-        z_rows = data.covariates[start][:, cov_cols]
-        means = z_rows.mean(axis=0) if len(start) else np.zeros(len(cov_cols))
+        z_rows, means = _centre(data.covariates[start][:, cov_cols])
         if data.kind == "paths":
             bad = np.flatnonzero((a != b) & ~self._direct()[a, b])
             if bad.size:
@@ -362,7 +355,7 @@ class CTMC(AbstractLinearModel):
                     f"{self.states[b[bad[0]]]} in fully observed paths, which the model does "
                     f"not allow (allowed: {self._allowed()})"
                 )
-            patterns, group = _unique_rows(z_rows - means)
+            patterns, group = _unique_rows(z_rows)
             G = len(patterns)
             jumps = np.zeros((G, n, n))
             np.add.at(jumps, (group, a, b), (a != b).astype(float))
@@ -374,7 +367,7 @@ class CTMC(AbstractLinearModel):
                 lag=jnp.zeros((0,)),
                 group=jnp.zeros((0,), jnp.int32),
                 counts=jnp.zeros((0, n, n)),
-                exact_counts=jnp.zeros((0, n, E)),
+                exact_counts=jnp.zeros((0, n, len(self.exact))),
                 jumps=jnp.asarray(jumps),
                 time_at_risk=jnp.asarray(time_at_risk),
                 num_subjects=data.num_subjects,
@@ -396,12 +389,17 @@ class CTMC(AbstractLinearModel):
         stay_absorbed = np.isin(a, self.absorbing) & (a == b)  # probability 1: no information
         keep = ~stay_absorbed
         return self._cells(
-            z_rows[keep] - means, means, dt[keep], a[keep], b[keep], np.ones(keep.sum()),
-            into_exact[keep], n, E, exact_slot, jumps=None, time_at_risk=None,
+            z_rows[keep], means, dt[keep], a[keep], b[keep], np.ones(keep.sum()), into_exact[keep],
             num_subjects=data.num_subjects, num_intervals=len(start), source=data.source,
         )  # fmt: skip
 
-    def _cells(self, z, means, lag, a, b, weight, exact, n, E, exact_slot, **extra):
+    def _cells(self, z, means, lag, a, b, weight, exact, *, num_subjects, num_intervals, source):
+        """Sum intervals (or count-table rows) a -> b into (covariate pattern, time step) cells.
+
+        ``z`` are centred covariates, ``weight`` the number each row stands for, and
+        ``exact`` marks entries into an exactly-timed state (they go to exact_counts).
+        """
+        n, E = self.num_states, len(self.exact)
         patterns, group = _unique_rows(z)
         G = len(patterns)
         if len(lag):
@@ -419,7 +417,7 @@ class CTMC(AbstractLinearModel):
         np.add.at(counts, (cell[~exact], a[~exact], b[~exact]), weight[~exact])
         exact_counts = np.zeros((K, n, E))
         if exact.any():
-            slots = np.array([exact_slot[x] for x in b[exact]])
+            slots = np.array([self.exact.index(x) for x in b[exact]])
             np.add.at(exact_counts, (cell[exact], a[exact], slots), weight[exact])
         return CTMCStatistics(
             z=jnp.asarray(patterns),
@@ -430,9 +428,9 @@ class CTMC(AbstractLinearModel):
             exact_counts=jnp.asarray(exact_counts),
             jumps=jnp.zeros((G, n, n)),
             time_at_risk=jnp.zeros((G, n)),
-            num_subjects=extra["num_subjects"],
-            num_intervals=extra["num_intervals"],
-            source=extra["source"],
+            num_subjects=num_subjects,
+            num_intervals=num_intervals,
+            source=source,
         )
 
     def _codes(self, data: Chains, values, position, column) -> np.ndarray:
@@ -480,6 +478,12 @@ class CTMC(AbstractLinearModel):
         fill = seen.min() / 10 if seen.size else 0.1
         rates = np.where(np.isfinite(rates), rates, fill)
         return np.concatenate([np.log(rates), np.zeros(len(self.effects))])
+
+
+def _centre(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Covariates minus their means over the rows (msm centres at the interval starts)."""
+    means = z.mean(axis=0) if len(z) else np.zeros(z.shape[1])
+    return z - means, means
 
 
 def _unique_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
