@@ -172,6 +172,7 @@ def part_cav(args) -> dict:
         "linest Exact()": linest.Exact(),
         "linest AutoDiff() (jax.scipy expm)": linest.AutoDiff(),
         "linest Surrogate(gauss, 2)": linest.Surrogate(rule="gauss", nodes=2),
+        "linest Surrogate(gauss, 2, max_norm=0.5)": linest.Surrogate("gauss", 2, max_norm=0.5),
     }
     compiled, calls, first_call = {}, {}, {}
     for name, method in methods.items():

@@ -258,7 +258,11 @@ def _broadcast_leading(A, x0, caller):
     return A, x0
 
 
-_SPEC = re.compile(r"^(?P<name>[a-z]+)(?:-(?P<rule>[a-z]+))?(?:-(?P<nodes>\d+))?$")
+_SPEC = re.compile(
+    r"^(?P<name>[a-z]+)(?:-(?P<rule>[a-z]+))?(?:-(?P<nodes>\d+))?(?P<scaled>-scaled)?$"
+)
+#: ``max_norm`` of the ``-scaled`` surrogates on the command line.
+SCALED_MAX_NORM = 0.5
 
 
 def gradient_from_string(spec: str) -> Gradient:
@@ -266,7 +270,9 @@ def gradient_from_string(spec: str) -> Gradient:
 
     ``exact``, ``eigen``, ``eigen-fallback``, ``autodiff``, ``series``, ``asymptotic``,
     ``adjoint``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
-    ``surrogate-gauss-K`` (K nodes, e.g. ``surrogate-gauss-2``).
+    ``surrogate-gauss-K`` (K nodes, e.g. ``surrogate-gauss-2``); any surrogate rule
+    with ``-scaled`` appended (``surrogate-gauss-2-scaled``) is the scaled variant
+    with ``max_norm=0.5``.
     """
     text = spec.strip().lower()
     simple = {
@@ -284,12 +290,14 @@ def gradient_from_string(spec: str) -> Gradient:
     match = _SPEC.match(text)
     if match and match["name"] == "surrogate" and match["rule"]:
         rule, nodes = match["rule"], match["nodes"]
+        max_norm = SCALED_MAX_NORM if match["scaled"] else None
         if rule == "gauss":
-            return Surrogate("gauss", nodes=int(nodes) if nodes else 2)
+            return Surrogate("gauss", nodes=int(nodes) if nodes else 2, max_norm=max_norm)
         if rule in ("left", "right", "midpoint") and nodes is None:
-            return Surrogate(rule)
+            return Surrogate(rule, max_norm=max_norm)
     raise ValueError(
         f"unknown gradient method {spec!r}; expected one of: exact, eigen, eigen-fallback, "
         "autodiff, series, asymptotic, adjoint, surrogate-left, surrogate-right, "
-        "surrogate-midpoint, surrogate-gauss-K (e.g. surrogate-gauss-2)"
+        "surrogate-midpoint, surrogate-gauss-K (e.g. surrogate-gauss-2), each surrogate "
+        "optionally with -scaled (e.g. surrogate-gauss-2-scaled)"
     )

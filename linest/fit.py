@@ -23,6 +23,7 @@ import scipy.optimize
 
 from linest.engine import _check_gradient, expm
 from linest.gradients import Eigen, Exact
+from linest.models.base import for_compute
 
 __all__ = ["FitResult", "FitWarning", "fit"]
 
@@ -39,15 +40,45 @@ def _value_and_grad(model, gradient, theta, statistics):
     return jax.value_and_grad(lambda t: -model.loglik(t, statistics, gradient))(theta)
 
 
+#: Memory the Hessian may use at once, in bytes; directions beyond it run in sequence.
+HESSIAN_MEMORY = 2**30
+
+
+def _hessian_batch(theta, statistics) -> int:
+    """How many Hessian columns to compute at once.
+
+    One forward-over-reverse direction holds a few dozen arrays the size of the data
+    statistics (a (cells, n, n) stack for a CTMC); ``jax.hessian`` holds all of them at
+    once, which ran out of memory at 100 states. Columns are batched to stay within
+    :data:`HESSIAN_MEMORY`.
+    """
+    data_bytes = sum(
+        np.dtype(leaf.dtype).itemsize * int(np.prod(leaf.shape))
+        for leaf in jax.tree.leaves(statistics)
+        if hasattr(leaf, "shape")
+    )
+    per_direction = 32 * max(data_bytes, 1)
+    return int(min(theta.shape[0], max(1, HESSIAN_MEMORY // per_direction)))
+
+
 @eqx.filter_jit
 def _loglik_derivatives(model, gradient, theta, statistics):
-    """loglik, its gradient and its Hessian (forward over reverse)."""
+    """loglik, its gradient and its Hessian (forward over reverse, columns in batches)."""
 
     def loglik(t):
         return model.loglik(t, statistics, gradient)
 
-    value, grad = jax.value_and_grad(loglik)(theta)
-    return value, grad, jax.hessian(loglik)(theta)
+    value, grad_fn = jax.value_and_grad(loglik)(theta), jax.grad(loglik)
+    value, grad = value
+    batch = _hessian_batch(theta, statistics)
+    if batch >= theta.shape[0]:
+        return value, grad, jax.hessian(loglik)(theta)
+
+    def column(direction):
+        return jax.jvp(grad_fn, (theta,), (direction,))[1]
+
+    columns = jax.lax.map(column, jnp.eye(theta.shape[0], dtype=theta.dtype), batch_size=batch)
+    return value, grad, columns.T
 
 
 def _exp_interval(estimate, se) -> dict[str, np.ndarray]:
@@ -341,11 +372,14 @@ def fit(
     theta0 : starting point (default: the model's crude estimates)
     optimizer : a scipy.optimize.minimize method that uses gradients
     max_iterations : iteration limit
-    tol, gtol : the fit counts as converged when a Newton step from the estimate
-        would gain at most ``tol`` in log-likelihood (``g' I^-1 g / 2``, with ``I`` the
-        observed information), or ``max |d loglik/d theta| <= gtol * max(1, |loglik| / 1000)``
+    tol, gtol : with ``scale = max(1, |loglik| / 1000)`` (rounding in a sum of many
+        terms grows with its size), the fit counts as converged when a Newton step from
+        the estimate would gain at most ``tol * scale`` in log-likelihood
+        (``g' I^-1 g / 2``, with ``I`` the observed information), or when
+        ``max |d loglik/d theta| <= gtol * scale``
     information_gradient : exact method for the observed information (``jax.hessian``);
-        default the model's own exact method
+        default ``gradient`` if that is exact, else ``Eigen()``, then ``Exact()`` where
+        ``Eigen()`` gives a non-finite result
 
     Returns
     -------
@@ -353,9 +387,24 @@ def fit(
     """
     if gradient is not None:
         _check_gradient(gradient, "fit")
-    if information_gradient is None:
-        information_gradient = gradient if isinstance(gradient, (Exact, Eigen)) else None
-    statistics = model.statistics(data)
+    if information_gradient is None and isinstance(gradient, (Exact, Eigen)):
+        information_gradient = gradient
+    # Default information: the eigendecomposition without its fallback branch (tracing
+    # the Hessian through both branches cost 3 s of a 6 s command), and the exact Pade
+    # derivative where that is NaN (eigenvectors too ill-conditioned at this theta).
+    information_methods = (
+        [information_gradient] if information_gradient is not None else [Eigen(), Exact()]
+    )
+
+    def derivatives(theta):
+        for method in information_methods:
+            out = _loglik_derivatives(model, method, jnp.asarray(theta), statistics)
+            if all(np.all(np.isfinite(np.asarray(x))) for x in out):
+                break
+        return out
+
+    reported = model.statistics(data)
+    statistics = for_compute(reported)
     theta0 = model.initial_theta(statistics) if theta0 is None else np.asarray(theta0, float)
     if theta0.shape != (model.num_params,):
         raise ValueError(
@@ -363,9 +412,17 @@ def fit(
             f"({', '.join(model.param_names)})"
         )
 
+    # The default drive: the shared eigendecomposition, and where that gives a non-finite
+    # value (eigenvectors too ill-conditioned), the exact Pade derivative. Choosing here,
+    # on concrete numbers, traces one branch instead of both (as lax.cond would).
+    drive_methods = [gradient] if gradient is not None else [Eigen(), Exact()]
+
     def scipy_objective(theta):
-        value, grad = _value_and_grad(model, gradient, jnp.asarray(theta), statistics)
-        value, grad = float(value), np.asarray(grad, dtype=float)
+        for method in drive_methods:
+            value, grad = _value_and_grad(model, method, jnp.asarray(theta), statistics)
+            value, grad = float(value), np.asarray(grad, dtype=float)
+            if np.isfinite(value) and np.all(np.isfinite(grad)):
+                break
         if not np.isfinite(value) or not np.all(np.isfinite(grad)):
             # Let the line search back off rather than crash; reported below if final.
             return np.inf, np.zeros_like(grad)
@@ -392,9 +449,7 @@ def fit(
 
     def assess(theta, drive_grad):
         """Exact loglik, gradient, information, and the predicted remaining gain."""
-        loglik, exact_grad, hessian = _loglik_derivatives(
-            model, information_gradient, jnp.asarray(theta), statistics
-        )
+        loglik, exact_grad, hessian = derivatives(theta)
         H = -np.asarray(hessian)
         covariance, condition, problems = _invert_information(H, model.param_names)
         drive_grad = np.asarray(drive_grad, float)
@@ -405,7 +460,7 @@ def fit(
             gain = np.inf
         scale = max(1.0, abs(float(loglik)) / 1000)
         ok = bool(np.isfinite(loglik)) and (
-            gain <= tol or float(np.max(np.abs(drive_grad), initial=0.0)) <= gtol * scale
+            gain <= tol * scale or float(np.max(np.abs(drive_grad), initial=0.0)) <= gtol * scale
         )
         return float(loglik), np.asarray(exact_grad), covariance, condition, problems, gain, ok
 
@@ -414,7 +469,7 @@ def fit(
         # Quasi-Newton methods stall near the optimum when curvature is uneven; finish
         # with scipy's trust-region Newton method on the exact Hessian (same gradient).
         def hessian_of_minus_loglik(t):
-            H = _loglik_derivatives(model, information_gradient, jnp.asarray(t), statistics)[2]
+            H = derivatives(t)[2]
             return -np.asarray(H)
 
         polish = scipy.optimize.minimize(
@@ -447,7 +502,7 @@ def fit(
             if np.all(np.isfinite(covariance))
             else np.nan
         )
-        if exact_gain > tol:
+        if exact_gain > tol * max(1.0, abs(loglik) / 1000):
             notes.append(
                 f"the optimiser converged for the {_method_name(gradient)} gradient, but the "
                 f"exact gradient there (max |gradient| {gradient_norm:.3g}) says the exact "
@@ -468,7 +523,7 @@ def fit(
         warnings.warn(note, FitWarning, stacklevel=2)
     return FitResult(
         model=model,
-        statistics=statistics,
+        statistics=reported,
         theta=theta,
         covariance=covariance,
         loglik=loglik,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -23,11 +22,11 @@ class Adjoint(eqx.Module):
     Parameters
     ----------
     solver : diffrax solver
-        Default ``diffrax.Tsit5()`` (explicit, 5th order). For stiff ``A`` (large
+        Default (None) ``diffrax.Tsit5()`` (explicit, 5th order). For stiff ``A`` (large
         diffusion on a fine grid, fast rates) use an implicit solver such as
         ``diffrax.Kvaerno5()``.
     adjoint : diffrax adjoint
-        ``diffrax.RecursiveCheckpointAdjoint()`` (default): exact gradient of the
+        ``diffrax.RecursiveCheckpointAdjoint()`` (default, None): exact gradient of the
         discrete solve, memory ``O(checkpoints * size(x))``.
         ``diffrax.BacksolveAdjoint()``: continuous adjoint, ``O(1)`` memory, gradient
         only as accurate as the tolerances (diffrax does not recommend it).
@@ -45,8 +44,9 @@ class Adjoint(eqx.Module):
     where :class:`Exact` is exact and faster.
     """
 
-    solver: Any = eqx.field(static=True, default_factory=diffrax.Tsit5)
-    adjoint: Any = eqx.field(static=True, default_factory=diffrax.RecursiveCheckpointAdjoint)
+    # None means the default; diffrax is imported on first use (it costs 0.4 s to import).
+    solver: Any = eqx.field(static=True, default=None)
+    adjoint: Any = eqx.field(static=True, default=None)
     rtol: float = eqx.field(static=True, default=1e-8)
     atol: float = eqx.field(static=True, default=1e-10)
     max_steps: int = eqx.field(static=True, default=100_000)
@@ -54,6 +54,10 @@ class Adjoint(eqx.Module):
 
     def solve(self, A, x0: jax.Array, ts: jax.Array) -> jax.Array:
         """x(t) for each t in ``ts`` (non-decreasing, >= 0), shape ``(len(ts), d)``."""
+        import diffrax
+
+        solver = diffrax.Tsit5() if self.solver is None else self.solver
+        adjoint = diffrax.RecursiveCheckpointAdjoint() if self.adjoint is None else self.adjoint
         operator = _as_operator(A, x0)
 
         def field(t, y, operator):
@@ -62,7 +66,7 @@ class Adjoint(eqx.Module):
         t1 = ts[-1]
         solution = diffrax.diffeqsolve(
             diffrax.ODETerm(field),
-            self.solver,
+            solver,
             t0=jnp.zeros((), ts.dtype),
             t1=t1,
             dt0=None,
@@ -70,7 +74,7 @@ class Adjoint(eqx.Module):
             args=operator,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
-            adjoint=self.adjoint,
+            adjoint=adjoint,
             max_steps=self.max_steps,
             throw=self.throw,
         )

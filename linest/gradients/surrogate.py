@@ -53,10 +53,22 @@ class Surrogate(AbstractGradient):
 
     The error grows with ``||[M, E]||``, i.e. with ``t ||A||`` for ``M = t A``; each test
     states the bound it checks.
+
+    **Scaled variant** (``max_norm=c``, e.g. ``Surrogate("gauss", 2, max_norm=0.5)``): the
+    rule is applied to ``B = M / 2^j``, with ``j`` the fewest halvings giving
+    ``||B||_1 <= c``, and the derivative is carried *exactly* through the ``j`` squarings
+    by the product rule ``L_{k+1} = X_k L_k + L_k X_k`` (gradients.md, section 2: the
+    derivative of a product). The quadrature error then shrinks like ``c^(2k)`` for
+    ``k`` Gauss nodes (``c`` for "left") whatever ``||M||``, at the price of 3 matrix
+    products per squaring in the derivative. Without it, a surrogate's error at large
+    ``||M||`` biases the stationary point of a fit (cav: unscaled gauss-2 stops 0.0104
+    above the optimum in -2LL). The forward value is ``exp(B)^(2^j)`` from the same
+    Pade approximant, accurate to rounding like the exact method's.
     """
 
     rule: Literal["left", "right", "midpoint", "gauss"] = eqx.field(static=True, default="gauss")
     nodes: int = eqx.field(static=True, default=2)
+    max_norm: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.rule not in ("left", "right", "midpoint", "gauss"):
@@ -65,6 +77,12 @@ class Surrogate(AbstractGradient):
             )
         if self.rule == "gauss" and not (isinstance(self.nodes, int) and 1 <= self.nodes <= 64):
             raise ValueError(f"Surrogate(rule='gauss', nodes={self.nodes!r}): nodes must be 1..64")
+        if self.max_norm is not None and not (
+            isinstance(self.max_norm, (int, float)) and 0 < self.max_norm <= 64
+        ):
+            raise ValueError(
+                f"Surrogate(max_norm={self.max_norm!r}): expected None or a number in (0, 64]"
+            )
 
     def _interior(self):
         """Distinct exponents c in (0, 1) for which exp(c M) is needed."""
@@ -72,30 +90,48 @@ class Surrogate(AbstractGradient):
         values = sorted({round(float(v), 15) for v in np.concatenate([s, 1 - s])} - {0.0, 1.0})
         return np.array(values)
 
-    def forward(self, M):
-        R, _ = _pade.expm_with_residuals(M)
+    def _node_powers(self, M):
+        """exp(c M) for every interior node c, as one batched call: (..., k, d, d)."""
         interior = self._interior()
-        if interior.size == 0:
-            return R, ()
         scaled = (
             jnp.asarray(interior, dtype=jnp.finfo(M.dtype).dtype)[:, None, None]
             * M[..., None, :, :]
         )
-        # One batched exponential for every node: (..., k, d, d).
-        return R, (_pade.expm(scaled),)
+        return _pade.expm(scaled)
 
-    def frechet(self, M, R, residuals, E, transpose):
+    def forward(self, M):
+        if self.max_norm is not None:
+            return self._scaled_forward(M)
+        R, _ = _pade.expm_with_residuals(M)
+        if self._interior().size == 0:
+            return R, ()
+        return R, (self._node_powers(M),)
+
+    def _scaled_forward(self, M):
+        assert self.max_norm is not None
+        norm = _pade._onenorm(M)
+        ratio = jnp.where(jnp.isfinite(norm) & (norm > 0), norm / self.max_norm, 1.0)
+        j = jnp.clip(jnp.ceil(jnp.log2(ratio)), 0, 1023).astype(jnp.int32)
+        B = _pade._scale(M, j)
+        X0 = _pade.expm(B)
+        R, _ = _pade._squaring_loop(X0, j)
+        R = jnp.where(jnp.isfinite(norm)[..., None, None], R, jnp.nan)
+        # Every residual leads with the batch shape; "left"/"right" need no node powers.
+        nodes = self._node_powers(B) if self._interior().size else X0[..., None, :, :]
+        return R, (B, X0, nodes, j)
+
+    def _rule(self, M, X, nodes, E, transpose):
+        """sum_k w_k exp((1 - s_k) M) E exp(s_k M) (or its adjoint), X = exp(M)."""
         s, w = quadrature(self.rule, self.nodes)
         interior = self._interior()
-        d = M.shape[-1]
-        identity = jnp.eye(d, dtype=M.dtype)
+        identity = jnp.eye(M.shape[-1], dtype=M.dtype)
 
-        def power(c):  # exp(c M) from the residuals
+        def power(c):
             if c == 0.0:
                 return identity
             if c == 1.0:
-                return R
-            return residuals[0][..., int(np.argmin(np.abs(interior - c))), :, :]
+                return X
+            return nodes[..., int(np.argmin(np.abs(interior - c))), :, :]
 
         total = 0.0
         for s_k, w_k in zip(s, w):
@@ -104,6 +140,22 @@ class Surrogate(AbstractGradient):
                 left, right = _mT(left), _mT(right)
             total = total + w_k * (left @ E @ right)
         return total
+
+    def frechet(self, M, R, residuals, E, transpose):
+        if self.max_norm is None:
+            nodes = residuals[0] if residuals else None
+            return self._rule(M, R, nodes, E, transpose)
+        B, X0, nodes, j = residuals
+        E = E.astype(jnp.result_type(E.dtype, B.dtype))
+        if not transpose:
+            L0 = self._rule(B, X0, nodes, _pade._scale(E, j), False)
+            _, L = _pade._squaring_loop(X0, j, L0)
+        else:
+            # The squaring maps Z -> Z Y + Y Z commute (see _pade.frechet): apply them
+            # first, squaring Y = X0^T along the way, then the rule's adjoint.
+            _, G = _pade._squaring_loop(_mT(X0), j, E)
+            L = _pade._scale(self._rule(B, X0, nodes, G, True), j)
+        return L
 
 
 class SeriesSurrogate(AbstractGradient):

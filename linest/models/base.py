@@ -38,3 +38,13 @@ class AbstractLinearModel(eqx.Module):
     @property
     def num_params(self) -> int:
         return len(self.param_names)
+
+
+def for_compute(statistics):
+    """The statistics jitted code receives: ``statistics.for_compute()`` where defined.
+
+    Models whose statistics carry static labels (file name, totals for reports) drop
+    them here, so that data sets of the same shapes share one compiled program.
+    """
+    method = getattr(statistics, "for_compute", None)
+    return statistics if method is None else method()

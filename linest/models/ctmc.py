@@ -22,6 +22,7 @@ grows with the number of distinct steps, not of intervals.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 
@@ -70,7 +71,28 @@ class CTMCStatistics(eqx.Module):
 
     @property
     def num_cells(self) -> int:
-        return int(self.lag.shape[0])
+        """Cells holding data (the arrays are padded with empty cells; see ``_bucket``)."""
+        used = np.asarray(self.counts).sum(axis=(1, 2)) + np.asarray(self.exact_counts).sum(
+            axis=(1, 2)
+        )
+        return int(np.count_nonzero(used))
+
+    def for_compute(self) -> CTMCStatistics:
+        """A copy without the static labels and totals, which jitted code never reads.
+
+        Data sets whose arrays have the same shapes then share one compiled program
+        (simulation studies and resampling otherwise recompile for every data set).
+        """
+        return dataclasses.replace(self, num_subjects=0, num_intervals=0, source="")
+
+
+def _bucket(size: int) -> int:
+    """``size`` rounded up to ``m 2^e`` with ``m`` in 4..7: at most 25% padding, and few
+    distinct shapes (so few compilations) across data sets of similar size."""
+    if size <= 8:
+        return size
+    e = size.bit_length() - 3
+    return -(-size // (1 << e)) * (1 << e)
 
 
 def _parse_transition(item, caller: str) -> tuple[str, str]:
@@ -278,7 +300,7 @@ class CTMC(AbstractLinearModel):
         st = statistics
         Q = self.generator(theta, st.z)  # (G, n, n)
         total = jnp.zeros((), Q.dtype)
-        if st.num_cells:
+        if st.lag.shape[0]:
             P = expm_times(Q, st.lag, st.group, gradient=gradient)
             observed = st.counts > 0
             total += jnp.sum(st.counts * jnp.log(jnp.where(observed, jnp.maximum(P, _TINY), 1.0)))
@@ -413,6 +435,11 @@ class CTMC(AbstractLinearModel):
             cell_group = group[first]
         else:
             K, cell, cell_lag, cell_group = 0, np.zeros(0, int), np.zeros(0), np.zeros(0, int)
+        # Empty padding cells (lag 0, no counts) add exactly 0 to the log-likelihood.
+        padding = _bucket(K) - K
+        cell_lag = np.concatenate([cell_lag, np.zeros(padding)])
+        cell_group = np.concatenate([cell_group, np.zeros(padding, int)])
+        K += padding
         counts = np.zeros((K, n, n))
         np.add.at(counts, (cell[~exact], a[~exact], b[~exact]), weight[~exact])
         exact_counts = np.zeros((K, n, E))

@@ -119,6 +119,9 @@ def test_wrong_method_objects():
 def test_gradient_from_string():
     assert linest.gradient_from_string("surrogate-gauss-2") == linest.Surrogate("gauss", nodes=2)
     assert linest.gradient_from_string("Surrogate-Left") == linest.Surrogate("left")
+    assert linest.gradient_from_string("surrogate-gauss-2-scaled") == linest.Surrogate(
+        "gauss", nodes=2, max_norm=0.5
+    )
     assert linest.gradient_from_string("exact") == linest.Exact()
     assert linest.gradient_from_string("eigen-fallback") == linest.Eigen(fallback=True)
     with pytest.raises(ValueError, match="surrogate-gauss-K"):

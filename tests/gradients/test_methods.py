@@ -114,6 +114,8 @@ ALL = {
     "right": linest.Surrogate("right"),
     "midpoint": linest.Surrogate("midpoint"),
     "gauss-3": linest.Surrogate("gauss", nodes=3),
+    "gauss-2-scaled": linest.Surrogate("gauss", nodes=2, max_norm=0.5),
+    "left-scaled": linest.Surrogate("left", max_norm=0.5),
     "series": linest.SeriesSurrogate(),
 }
 
@@ -197,6 +199,31 @@ def test_gauss_converges_exponentially(rng):
         errors.append(error / size)
     assert all(b < a / 10 for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < 1e-9
+
+
+@pytest.mark.parametrize("t", [1.0, 5.0, 20.0])
+def test_scaled_gauss_error_is_fourth_order_in_max_norm_whatever_the_step(rng, t):
+    # Quadrature on B = tQ / 2^j with ||B||_1 <= c, then exact squarings: the relative
+    # error follows c^4 (two Gauss nodes) and does not grow with ||tQ||_1 (17 to 340 here),
+    # where the unscaled rule's error is 2e-2 to 8e-2.
+    Q = random_generator(rng, 6)
+    E = rng.standard_normal((6, 6))
+    errors = []
+    for c in (1.0, 0.5, 0.25):
+        error, size = _surrogate_error(t * Q, E, linest.Surrogate("gauss", 2, max_norm=c))
+        errors.append(error / size)
+    unscaled, size = _surrogate_error(t * Q, E, linest.Surrogate("gauss", 2))
+    assert errors[0] < 1e-4 < unscaled / size
+    for a, b in itertools.pairwise(errors):
+        assert 8 < a / b < 32, errors  # 2^4 = 16 per halving of max_norm
+
+
+def test_scaled_left_rule_is_first_order_in_max_norm(rng):
+    Q = random_generator(rng, 6)
+    E = rng.standard_normal((6, 6))
+    coarse, _ = _surrogate_error(5 * Q, E, linest.Surrogate("left", max_norm=0.5))
+    fine, _ = _surrogate_error(5 * Q, E, linest.Surrogate("left", max_norm=0.125))
+    assert 2.5 < coarse / fine < 6  # 4x for a quarter of the norm
 
 
 def test_series_surrogate_is_third_order_and_diverges(rng):

@@ -121,14 +121,16 @@ def test_psor_with_covariates_matches_msm():
 
 def test_methods_reach_the_same_optimum(cav_model, cav_chains, cav_fit):
     """Exact and AutoDiff reach the default's optimum; the surrogates' gaps are recorded."""
-    for method in (linest.Exact(), linest.AutoDiff()):
+    scaled = linest.Surrogate("gauss", 2, max_norm=0.5)
+    for method in (linest.Exact(), linest.AutoDiff(), scaled):
         result = linest.fit(cav_model, cav_chains, gradient=method)
         assert result.converged, method
         assert abs(result.minus2loglik - cav_fit.minus2loglik) < 1e-6, method
-    # Surrogate(gauss, 2) integrates the Frechet integral with two nodes over the whole
-    # step tQ; cav's steps reach ||tQ||_1 ~ 10, where that quadrature is poor, so its
-    # stationary point is 0.0104 above the optimum in -2LL, and the fit says so. The
-    # left-point rule (the notes' t exp(tQ) J) does not converge to a stationary point.
+    # Unscaled, Surrogate(gauss, 2) integrates the Frechet integral with two nodes over
+    # the whole step tQ; cav's steps reach ||tQ||_1 ~ 10, where that quadrature is poor,
+    # so its stationary point is 0.0104 above the optimum in -2LL, and the fit says so.
+    # Scaled (max_norm=0.5, above) it is within 1e-9. The left-point rule (the notes'
+    # t exp(tQ) J) does not converge to a stationary point.
     with pytest.warns(FitWarning, match="moved the optimum"):
         gauss = linest.fit(cav_model, cav_chains, gradient=linest.Surrogate("gauss", 2))
     assert 1e-4 < gauss.minus2loglik - cav_fit.minus2loglik < 0.05
@@ -170,6 +172,33 @@ def test_loglik_against_direct_scipy_sum(cav_model, cav_chains):
     stats = cav_model.statistics(cav_chains)
     assert abs(float(cav_model.loglik(theta, stats)) - total) < 1e-9 * abs(total)
     assert stats.num_cells < stats.num_intervals  # grouped by distinct time step
+    # Padded with empty cells to a bucketed size; they add nothing (checked above).
+    assert stats.num_cells <= stats.lag.shape[0] <= 1.25 * stats.num_cells
+
+
+def test_cell_buckets_bound_padding_and_shapes():
+    from linest.models.ctmc import _bucket
+
+    sizes = [_bucket(k) for k in range(1, 5000)]
+    assert all(k <= b <= max(8, 1.25 * k) for k, b in zip(range(1, 5000), sizes))
+    assert len(set(sizes[100:])) < 40  # few shapes, so few compilations
+
+
+def test_hessian_in_column_batches_equals_full_hessian(monkeypatch):
+    """Batched Hessian columns (the memory guard for many states) equal jax.hessian."""
+    import sys
+
+    fit_module = sys.modules["linest.fit"]
+    model = linest.CTMC(["a", "b", "c"], ["a-b", "b-a", "b-c", "c-a"])
+    rng = np.random.default_rng(5)
+    frame = simulate_panel(model, np.log([0.3, 0.2, 0.4, 0.1]), 60, 8.0, rng)
+    stats = model.statistics(linest.read_chains(frame)).for_compute()
+    theta = jnp.log(jnp.array([0.25, 0.3, 0.3, 0.15]))
+    full = jax.hessian(lambda t: model.loglik(t, stats))(theta)
+    monkeypatch.setattr(fit_module, "HESSIAN_MEMORY", 1)  # one column at a time
+    assert fit_module._hessian_batch(theta, stats) == 1
+    _, _, batched = fit_module._loglik_derivatives(model, None, theta, stats)
+    np.testing.assert_allclose(batched, full, rtol=1e-12, atol=1e-12)
 
 
 def test_expm_times_methods_agree(rng):
