@@ -4,13 +4,7 @@ Importing linest turns on JAX's float64 mode (estimation and standard errors nee
 set the environment variable LINEST_X64=0 before importing to keep JAX's default.
 """
 
-import os as _os
-
-import jax as _jax
-
-if _os.environ.get("LINEST_X64", "1") != "0":
-    _jax.config.update("jax_enable_x64", True)
-
+from linest import _setup  # noqa: F401  (float64 and CPU devices, before JAX starts)
 from linest.data import DataError, read_chains
 from linest.engine import expm, expm_frechet, expm_times, gradient_from_string, propagate
 from linest.fit import FitResult, fit
@@ -25,6 +19,8 @@ from linest.gradients import (
     Surrogate,
 )
 from linest.models import CTMC
+from linest.priors import Prior
+from linest.sample import sample
 
 __version__ = "0.1.0"
 
@@ -38,6 +34,7 @@ __all__ = [
     "Eigen",
     "Exact",
     "FitResult",
+    "Prior",
     "SeriesSurrogate",
     "Surrogate",
     "expm",
@@ -47,4 +44,5 @@ __all__ = [
     "gradient_from_string",
     "propagate",
     "read_chains",
+    "sample",
 ]

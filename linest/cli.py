@@ -2,6 +2,8 @@
 
     linest fit models/cav.toml [--covariates sex] [--gradient NAME] [--json out.json]
                                [--plot prevalence.png]
+    linest sample models/cav.toml [--chains 4] [--warmup 1000] [--draws 1000]
+                               [--gradient NAME] [--out post.nc [--resume]] [--plots PREFIX]
 
 ``--gradient`` takes the engine's method names: ``default`` (one eigendecomposition
 shared by all time steps, exact), ``exact``, ``eigen``, ``eigen-fallback``,
@@ -81,6 +83,62 @@ def _fit(args) -> int:
     return 0 if result.converged else 2
 
 
+def _sample(args) -> int:
+    import linest
+    from linest.sample import SamplingWarning, sample, summarize
+    from linest.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.covariates is not None:
+        names = [c for item in args.covariates for c in item.split(",") if c]
+        spec = spec.with_covariates(names)
+    if not spec.priors:
+        print(
+            f"linest: error: {spec.path}: no [priors] table; sampling needs one, e.g.\n"
+            "  [priors]\n  log_rate = { normal = [-2.0, 2.0] }\n  effect = { normal = [0.0, 1.0] }",
+            file=sys.stderr,
+        )
+        return 1
+    gradient = None if args.gradient == "default" else linest.gradient_from_string(args.gradient)
+    chains = spec.read_data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SamplingWarning)
+        tree = sample(
+            spec.model,
+            chains,
+            _prior(spec),
+            num_chains=args.chains,
+            num_warmup=args.warmup,
+            num_samples=args.draws,
+            gradient=gradient,
+            kernel=args.kernel,
+            rng_key=args.seed,
+            out=args.out,
+            resume=args.resume,
+            block_size=args.block_size,
+            progress=not args.quiet,
+        )
+    print(f"{spec.path}: {chains.source}")
+    print(summarize(tree))
+    for warning in caught:
+        if issubclass(warning.category, SamplingWarning):
+            print(f"WARNING: {warning.message}")
+    if args.out:
+        print(f"wrote {args.out}")
+    if args.plots:
+        from linest.plots import plot_posterior
+
+        for path in plot_posterior(tree, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
+def _prior(spec):
+    from linest.priors import Prior
+
+    return Prior.from_table(spec.model, spec.priors, source=str(spec.path))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="linest", description="Estimate linear ODE models dx/dt = A(theta) x from data."
@@ -102,15 +160,31 @@ def main(argv=None) -> int:
     )
     fit.add_argument("--json", metavar="PATH", help="write the results as JSON")
     fit.add_argument("--plot", metavar="PNG", help="plot observed vs expected prevalence")
+    draw = commands.add_parser("sample", help="Bayesian posterior by NUTS/HMC (blackjax)")
+    draw.add_argument("spec", help="model specification file (TOML) with a [priors] table")
+    draw.add_argument("--covariates", nargs="+", metavar="NAME")
+    draw.add_argument("--chains", type=int, default=4)
+    draw.add_argument("--warmup", type=int, default=1000, help="adaptation steps per chain")
+    draw.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
+    draw.add_argument("--gradient", default="default", help="as for `linest fit`")
+    draw.add_argument("--kernel", default="nuts", choices=["nuts", "hmc"])
+    draw.add_argument("--seed", type=int, default=0)
+    draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")
+    draw.add_argument("--resume", action="store_true", help="continue the run in --out")
+    draw.add_argument("--block-size", type=int, help="draws per block (progress and writes)")
+    draw.add_argument("--plots", metavar="PREFIX", help="write PREFIX-trace.png, PREFIX-pair.png")
+    draw.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
 
     _enable_compilation_cache()
     from linest.data import DataError
+    from linest.priors import PriorError
+    from linest.sample import SamplingError
     from linest.spec import SpecError
 
     try:
-        return _fit(args)
-    except (DataError, SpecError) as error:
+        return _fit(args) if args.command == "fit" else _sample(args)
+    except (DataError, SpecError, PriorError, SamplingError) as error:
         print(f"linest: error: {error}", file=sys.stderr)
         return 1
     except ValueError as error:  # a bad --gradient name and similar user mistakes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_prevalence"]
+__all__ = ["plot_posterior", "plot_prevalence"]
 
 
 def plot_prevalence(result, data, times=None):
@@ -35,3 +35,35 @@ def plot_prevalence(result, data, times=None):
     axes.legend(title="state", frameon=False)
     figure.tight_layout()
     return figure
+
+
+def plot_posterior(tree, prefix) -> list[str]:
+    """Trace plot and pair plot of the natural-scale parameters: PREFIX-trace.png, -pair.png."""
+    import os
+
+    import arviz as az
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    names = [v for v in tree["posterior"].data_vars if v != "theta"] or ["theta"]
+    written = []
+    for kind, draw in (
+        ("trace", lambda: az.plot_trace_dist(tree, var_names=names, backend="matplotlib")),
+        ("pair", lambda: az.plot_pair(tree, var_names=names, backend="matplotlib")),
+    ):
+        path = f"{prefix}-{kind}.png"
+        with az.rc_context({"plot.max_subplots": 400}):
+            collection = draw()
+        figure = collection.viz["figure"].item() if hasattr(collection, "viz") else plt.gcf()
+        tmp = f"{os.path.dirname(path) or '.'}/.{os.path.basename(path)}.tmp{os.getpid()}.png"
+        try:
+            figure.savefig(tmp, dpi=90, bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -38,6 +39,31 @@ class AbstractLinearModel(eqx.Module):
     @property
     def num_params(self) -> int:
         return len(self.param_names)
+
+    @property
+    def param_kinds(self) -> tuple[str, ...]:
+        """A kind per parameter (e.g. ``log_rate``, ``effect``): what a prior may target."""
+        return ("theta",) * self.num_params
+
+    #: Every kind a prior table may name for this model class (some models lack some).
+    prior_kinds: ClassVar[tuple[str, ...]] = ("theta",)
+
+    @property
+    def param_positive(self) -> tuple[bool, ...]:
+        """Whether ``exp(theta_i)`` is a natural positive quantity (a rate) a prior may target."""
+        return (False,) * self.num_params
+
+    def natural_parameters(self, theta) -> dict[str, tuple[jax.Array, str, tuple[str, ...]]]:
+        """Named natural-scale quantities: ``{name: (values (..., k), dim, labels)}``."""
+        return {}
+
+    def pointwise_loglik(self, theta, statistics):
+        """Log-likelihood per independent observation (for LOO/WAIC), or None."""
+        return None
+
+    def observation_labels(self, statistics) -> tuple[str, list] | None:
+        """The dimension name and labels of :meth:`pointwise_loglik`'s output."""
+        return None
 
 
 def for_compute(statistics):

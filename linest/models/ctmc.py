@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -65,9 +66,19 @@ class CTMCStatistics(eqx.Module):
     exact_counts: jax.Array
     jumps: jax.Array
     time_at_risk: jax.Array
+    # Per interval (panel) or table row (counts), for pointwise log-likelihoods (LOO):
+    # its cell, from-state, to-column (n + slot for an exactly-timed entry), weight and
+    # observation (subject or row) index. Empty in for_compute() copies.
+    row_cell: jax.Array | None = None
+    row_from: jax.Array | None = None
+    row_to: jax.Array | None = None
+    row_weight: jax.Array | None = None
+    row_observation: jax.Array | None = None
     num_subjects: int = eqx.field(static=True, default=0)
     num_intervals: int = eqx.field(static=True, default=0)
     source: str = eqx.field(static=True, default="")
+    observation_dim: str = eqx.field(static=True, default="")
+    observation_names: tuple = eqx.field(static=True, default=())
 
     @property
     def num_cells(self) -> int:
@@ -83,7 +94,19 @@ class CTMCStatistics(eqx.Module):
         Data sets whose arrays have the same shapes then share one compiled program
         (simulation studies and resampling otherwise recompile for every data set).
         """
-        return dataclasses.replace(self, num_subjects=0, num_intervals=0, source="")
+        return dataclasses.replace(
+            self,
+            row_cell=None,
+            row_from=None,
+            row_to=None,
+            row_weight=None,
+            row_observation=None,
+            num_subjects=0,
+            num_intervals=0,
+            source="",
+            observation_dim="",
+            observation_names=(),
+        )
 
 
 def _bucket(size: int) -> int:
@@ -244,6 +267,33 @@ class CTMC(AbstractLinearModel):
         )
         return rates + betas
 
+    prior_kinds: ClassVar[tuple[str, ...]] = ("log_rate", "effect")
+
+    @property
+    def param_kinds(self) -> tuple[str, ...]:
+        return ("log_rate",) * self.num_rates + ("effect",) * len(self.effects)
+
+    @property
+    def param_positive(self) -> tuple[bool, ...]:
+        return (True,) * self.num_rates + (False,) * len(self.effects)
+
+    def natural_parameters(self, theta):
+        """Rates ``q`` per transition and hazard ratios ``exp(beta)`` per effect."""
+        theta = jnp.asarray(theta)
+        out = {
+            "rate": (
+                jnp.exp(theta[..., : self.num_rates]),
+                "transition",
+                tuple(self.transition_name(k) for k in range(self.num_rates)),
+            )
+        }
+        if self.effects:
+            labels = tuple(
+                f"{self.covariates[c]} ({self.transition_name(t)})" for t, c in self.effects
+            )
+            out["hazard_ratio"] = (jnp.exp(theta[..., self.num_rates :]), "effect", labels)
+        return out
+
     @property
     def absorbing(self) -> tuple[int, ...]:
         sources = {r for r, _ in self.transitions}
@@ -301,12 +351,10 @@ class CTMC(AbstractLinearModel):
         Q = self.generator(theta, st.z)  # (G, n, n)
         total = jnp.zeros((), Q.dtype)
         if st.lag.shape[0]:
-            P = expm_times(Q, st.lag, st.group, gradient=gradient)
+            P, F = self._cell_probabilities(Q, st, gradient)
             observed = st.counts > 0
             total += jnp.sum(st.counts * jnp.log(jnp.where(observed, jnp.maximum(P, _TINY), 1.0)))
-            if self.exact:
-                into = Q[:, :, list(self.exact)][st.group]  # (K, n, E): q_jD
-                F = jnp.einsum("kaj,kje->kae", P, into)  # sum_j P[a, j] q_jD
+            if F is not None:
                 seen = st.exact_counts > 0
                 total += jnp.sum(
                     st.exact_counts * jnp.log(jnp.where(seen, jnp.maximum(F, _TINY), 1.0))
@@ -317,6 +365,45 @@ class CTMC(AbstractLinearModel):
             st.time_at_risk * diag
         )
         return total
+
+    def _cell_probabilities(self, Q, st, gradient):
+        """P(lag_k) per cell (K, n, n), and (P q_.D) per cell (K, n, E) for exact entries."""
+        P = expm_times(Q, st.lag, st.group, gradient=gradient)
+        if not self.exact:
+            return P, None
+        into = Q[:, :, list(self.exact)][st.group]  # (K, n, E): q_jD
+        return P, jnp.einsum("kaj,kje->kae", P, into)  # sum_j P[a, j] q_jD
+
+    def pointwise_loglik(self, theta, statistics: CTMCStatistics, gradient=None):
+        """Log-likelihood per subject (panel data) or per table row (counts), or None.
+
+        Needs the statistics as :meth:`statistics` returns them (not a for_compute()
+        copy). Fully observed paths give None (their likelihood is kept pooled).
+        """
+        st = statistics
+        if (
+            st.row_cell is None
+            or st.row_from is None
+            or st.row_to is None
+            or st.row_weight is None
+            or st.row_observation is None
+            or not st.lag.shape[0]
+        ):
+            return None
+        gradient = DEFAULT_GRADIENT if gradient is None else gradient
+        Q = self.generator(theta, st.z)
+        P, F = self._cell_probabilities(Q, st, gradient)
+        table = P if F is None else jnp.concatenate([P, F], axis=-1)
+        log_table = jnp.log(jnp.maximum(table, _TINY))
+        per_row = st.row_weight * log_table[st.row_cell, st.row_from, st.row_to]
+        return jax.ops.segment_sum(
+            per_row, st.row_observation, num_segments=len(st.observation_names)
+        )
+
+    def observation_labels(self, statistics: CTMCStatistics):
+        if statistics.row_cell is None or not statistics.observation_names:
+            return None
+        return statistics.observation_dim, list(statistics.observation_names)
 
     # ------------------------------------------------------------------ data
 
@@ -360,6 +447,8 @@ class CTMC(AbstractLinearModel):
             return self._cells(
                 z, means, data.lag, a, b, data.count, np.zeros(len(a), bool),
                 num_subjects=0, num_intervals=int(data.count.sum()), source=data.source,
+                observation=np.arange(len(a)), observation_dim="row",
+                observation_names=tuple(data.line),
             )  # fmt: skip
 
         codes = self._codes(data, data.state, position, data.columns["state"])
@@ -410,12 +499,18 @@ class CTMC(AbstractLinearModel):
         into_exact = np.isin(b, self.exact) & (a != b)
         stay_absorbed = np.isin(a, self.absorbing) & (a == b)  # probability 1: no information
         keep = ~stay_absorbed
+        names, observation = np.unique(data.subject[start][keep], return_inverse=True)
         return self._cells(
             z_rows[keep], means, dt[keep], a[keep], b[keep], np.ones(keep.sum()), into_exact[keep],
             num_subjects=data.num_subjects, num_intervals=len(start), source=data.source,
+            observation=observation.reshape(-1), observation_dim="subject",
+            observation_names=tuple(str(x) for x in names),
         )  # fmt: skip
 
-    def _cells(self, z, means, lag, a, b, weight, exact, *, num_subjects, num_intervals, source):
+    def _cells(
+        self, z, means, lag, a, b, weight, exact, *, num_subjects, num_intervals, source,
+        observation, observation_dim, observation_names,
+    ):  # fmt: skip
         """Sum intervals (or count-table rows) a -> b into (covariate pattern, time step) cells.
 
         ``z`` are centred covariates, ``weight`` the number each row stands for, and
@@ -443,9 +538,11 @@ class CTMC(AbstractLinearModel):
         counts = np.zeros((K, n, n))
         np.add.at(counts, (cell[~exact], a[~exact], b[~exact]), weight[~exact])
         exact_counts = np.zeros((K, n, E))
+        column = b.copy()
         if exact.any():
             slots = np.array([self.exact.index(x) for x in b[exact]])
             np.add.at(exact_counts, (cell[exact], a[exact], slots), weight[exact])
+            column[exact] = n + slots
         return CTMCStatistics(
             z=jnp.asarray(patterns),
             covariate_means=jnp.asarray(means),
@@ -455,9 +552,16 @@ class CTMC(AbstractLinearModel):
             exact_counts=jnp.asarray(exact_counts),
             jumps=jnp.zeros((G, n, n)),
             time_at_risk=jnp.zeros((G, n)),
+            row_cell=jnp.asarray(cell, dtype=jnp.int32),
+            row_from=jnp.asarray(a, dtype=jnp.int32),
+            row_to=jnp.asarray(column, dtype=jnp.int32),
+            row_weight=jnp.asarray(weight, dtype=float),
+            row_observation=jnp.asarray(observation, dtype=jnp.int32),
             num_subjects=num_subjects,
             num_intervals=num_intervals,
             source=source,
+            observation_dim=observation_dim,
+            observation_names=observation_names,
         )
 
     def _codes(self, data: Chains, values, position, column) -> np.ndarray:

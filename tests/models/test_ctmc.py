@@ -312,5 +312,6 @@ def test_interval_coverage_on_simulated_panels():
         hits += int(np.sum(np.abs(result.theta - truth) <= 1.959964 * result.se))
         total += truth.size
     coverage = hits / total
+    print(f"coverage of the 95% intervals: {hits}/{total} = {coverage:.3f}")
     # 440 intervals: binomial sd of the coverage is 0.0104; accept 0.92-0.98.
     assert 0.92 <= coverage <= 0.98, coverage

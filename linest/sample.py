@@ -1,0 +1,678 @@
+"""Bayesian posteriors by HMC/NUTS (blackjax), in blocks that survive a killed process.
+
+``linest.sample(model, data, prior, ...)`` runs blackjax's window adaptation and then
+NUTS (or static HMC), one chain per JAX device when there are several (``jax.shard_map``
+over ``jax.make_mesh``), chains vmapped within a device. Draws come back as an ArviZ
+``DataTree``.
+
+**Surrogate trajectories.** With ``gradient=linest.Surrogate(...)`` the log density's
+*value* is still exact (every engine method computes ``exp`` exactly; only its derivative
+is approximated), so blackjax's leapfrog uses the cheap surrogate force while the
+energy, the divergence check and NUTS's multinomial choice use the exact log density.
+Leapfrog with any force is volume-preserving and reversible, so the chain targets the
+exact posterior (gradients.md, section 5); a poor surrogate only lowers acceptance,
+which shows as a smaller adapted step size and deeper trees.
+
+**Resumable runs.** With ``out=PATH`` the run writes, after warm-up and after every
+block of draws, the whole DataTree so far plus a ``linest_checkpoint`` group (each
+chain's last state, step size and mass matrix, the next draw index, and a fingerprint
+of the settings) to a temporary file renamed over ``PATH`` (atomic). ``resume=True``
+continues from it. The random key of draw ``i`` of chain ``c`` is
+``fold_in(fold_in(key, c), i)``, so a resumed run's draws equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from linest.engine import _check_gradient
+from linest.models.base import for_compute
+from linest.priors import Prior, PriorError
+
+__all__ = ["SamplingError", "SamplingWarning", "sample"]
+
+CHECKPOINT = "linest_checkpoint"
+
+
+class SamplingWarning(UserWarning):
+    """Convergence diagnostics failed (r_hat, ESS, divergences, tree depth)."""
+
+
+class SamplingError(ValueError):
+    """Bad sampler settings, or a checkpoint that does not match the request."""
+
+
+def _method_name(gradient) -> str:
+    return "default" if gradient is None else repr(gradient)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    kernel: str
+    num_chains: int
+    num_warmup: int
+    num_samples: int
+    seed: int
+    gradient: str
+    target_acceptance: float
+    max_tree_depth: int
+    num_integration_steps: int
+    params: tuple[str, ...]
+    prior: tuple[str, ...]
+    data: str
+
+    def fingerprint(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _data_fingerprint(statistics) -> str:
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(statistics):
+        if hasattr(leaf, "shape"):
+            array = np.ascontiguousarray(np.asarray(leaf))
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- chains
+
+
+def _chain_devices(num_chains: int, devices=None) -> list:
+    """The largest number of devices (at most one chain group each) dividing num_chains."""
+    devices = list(jax.devices() if devices is None else devices)
+    count = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
+    return devices[:count]
+
+
+@functools.lru_cache(maxsize=32)
+def _over_chains(method: str, devices: tuple, num_chains: int):
+    """``_Sampler.<method>`` (one chain) over a leading chain axis, sharded over ``devices``.
+
+    Returns ``g(sampler, *per_chain_args)``; ``sampler`` (model, data, prior) is
+    replicated. Cached, and jitted on the sampler's structure, so a second run of the
+    same model and settings reuses the compiled program.
+
+    Within a device the chains are vmapped; with one chain per device the chain runs
+    unbatched, so data-dependent branches (``lax.cond``: NUTS's tree building, the
+    eigendecomposition's fallback) run one branch instead of both, and no chain waits
+    for another's longer trajectory.
+    """
+    per_device = num_chains // len(devices)
+
+    def batched(sampler, *args):
+        f = getattr(sampler, method)
+        if per_device == 1:
+            out = f(*(x[0] for x in args))
+            return jax.tree.map(lambda x: x[None], out)
+        return jax.vmap(f)(*args)
+
+    if len(devices) == 1:
+        return eqx.filter_jit(batched)
+    mesh = jax.make_mesh((len(devices),), ("chain",), devices=list(devices))
+    chain = jax.sharding.PartitionSpec("chain")
+    sharding = jax.sharding.NamedSharding(mesh, chain)
+
+    @eqx.filter_jit
+    def run(sampler, *args):
+        dynamic, static = eqx.partition(sampler, eqx.is_array)
+
+        def inner(dynamic, *args):
+            return batched(eqx.combine(dynamic, static), *args)
+
+        specs = (jax.sharding.PartitionSpec(),) + (chain,) * len(args)
+        return jax.shard_map(inner, mesh=mesh, in_specs=specs, out_specs=chain, check_vma=False)(
+            dynamic, *args
+        )
+
+    def sharded(sampler, *args):
+        return run(sampler, *(jax.device_put(x, sharding) for x in args))
+
+    return sharded
+
+
+class _LogDensity(eqx.Module):
+    """log p(theta | data) up to a constant: the model's log-likelihood plus the prior."""
+
+    model: object
+    statistics: object
+    prior: Prior = eqx.field(static=True)
+    gradient: object = eqx.field(static=True)
+
+    def __call__(self, theta):
+        value = self.model.loglik(theta, self.statistics, self.gradient) + self.prior.logpdf(theta)
+        return jnp.where(jnp.isfinite(value), value, -jnp.inf)
+
+
+class _Sampler(eqx.Module):
+    """Per-chain warm-up and block functions (the model and data are closed over)."""
+
+    logdensity: Callable
+    kernel: str = eqx.field(static=True)
+    target_acceptance: float = eqx.field(static=True)
+    max_tree_depth: int = eqx.field(static=True)
+    num_integration_steps: int = eqx.field(static=True)
+    num_warmup: int = eqx.field(static=True)
+    block: int = eqx.field(static=True)
+
+    def _algorithm(self):
+        import blackjax
+
+        return blackjax.nuts if self.kernel == "nuts" else blackjax.hmc
+
+    def _extra(self) -> dict[str, Any]:
+        if self.kernel == "nuts":
+            return {"max_num_doublings": self.max_tree_depth}
+        return {"num_integration_steps": self.num_integration_steps}
+
+    def warmup(self, key, position):
+        import blackjax
+        from blackjax.adaptation.base import get_filter_adapt_info_fn
+
+        adaptation = blackjax.window_adaptation(
+            self._algorithm(),
+            self.logdensity,
+            target_acceptance_rate=self.target_acceptance,
+            adaptation_info_fn=get_filter_adapt_info_fn(),
+            **self._extra(),
+        )
+        run = cast(Callable, adaptation.run)
+        result, _ = run(key, position, num_steps=self.num_warmup)
+        state = result.state
+        return (
+            state.position,
+            state.logdensity,
+            state.logdensity_grad,
+            jnp.asarray(result.parameters["step_size"]),
+            result.parameters["inverse_mass_matrix"],
+        )
+
+    def run_block(self, key, position, logdensity, grad, step_size, inverse_mass, start):
+        from blackjax.mcmc.hmc import HMCState
+
+        algorithm = self._algorithm()(self.logdensity, step_size, inverse_mass, **self._extra())
+
+        def step(state, i):
+            state, info = algorithm.step(jax.random.fold_in(key, start + i), state)
+            depth = (
+                info.num_trajectory_expansions
+                if self.kernel == "nuts"
+                else jnp.zeros((), jnp.int32)
+            )
+            record = {
+                "theta": state.position,
+                "lp": state.logdensity,
+                "acceptance_rate": info.acceptance_rate,
+                "diverging": info.is_divergent,
+                "energy": info.energy,
+                "n_steps": info.num_integration_steps,
+                "tree_depth": depth,
+            }
+            return state, record
+
+        state = HMCState(position, logdensity, grad)
+        state, records = jax.lax.scan(step, state, jnp.arange(self.block))
+        return state.position, state.logdensity, state.logdensity_grad, records
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _stack(blocks: list[dict], n: int) -> dict:
+    """Concatenate per-block records along draws, keeping the first n."""
+    return {k: np.concatenate([b[k] for b in blocks], axis=1)[:, :n] for k in blocks[0]}
+
+
+def _datatree(model, settings, records, checkpoint, statistics, extra_attrs, loglik=None):
+    import xarray as xr
+
+    attrs = {
+        "linest_kernel": settings.kernel,
+        "linest_gradient": settings.gradient,
+        "linest_seed": settings.seed,
+        "linest_prior": "; ".join(settings.prior),
+        **extra_attrs,
+    }
+    if records is None:  # after warm-up, before the first block
+        tree = xr.DataTree(xr.Dataset(attrs=attrs))
+    else:
+        tree = _draws_tree(model, records, checkpoint, statistics, attrs, loglik)
+    tree[CHECKPOINT] = xr.DataTree(
+        xr.Dataset(
+            {
+                "position": (("chain", "param"), checkpoint["position"]),
+                "logdensity": (("chain",), checkpoint["logdensity"]),
+                "logdensity_grad": (("chain", "param"), checkpoint["grad"]),
+                "step_size": (("chain",), checkpoint["step_size"]),
+                "inverse_mass_matrix": (
+                    ("chain", *[f"mass_{i}" for i in range(checkpoint["inverse_mass"].ndim - 1)]),
+                    checkpoint["inverse_mass"],
+                ),
+            },
+            attrs={"next_draw": int(checkpoint["next_draw"]), "settings": settings.fingerprint()},
+        )
+    )
+    return tree
+
+
+def _draws_tree(model, records, checkpoint, statistics, attrs, loglik):
+    import arviz as az
+
+    theta = records["theta"]
+    posterior = {"theta": theta}
+    dims = {"theta": ["param"]}
+    coords = {"param": list(model.param_names)}
+    for name, (values, dim, labels) in model.natural_parameters(jnp.asarray(theta)).items():
+        posterior[name] = np.asarray(values)
+        dims[name] = [dim]
+        coords[dim] = list(labels)
+    num_draws = theta.shape[1]
+    step_size = np.broadcast_to(checkpoint["step_size"][:, None], (theta.shape[0], num_draws))
+    sample_stats = {
+        "lp": records["lp"],
+        "acceptance_rate": records["acceptance_rate"],
+        "diverging": records["diverging"].astype(bool),
+        "energy": records["energy"],
+        "n_steps": records["n_steps"],
+        "tree_depth": records["tree_depth"],
+        "step_size": np.array(step_size),
+    }
+    groups = {"posterior": posterior, "sample_stats": sample_stats}
+    if loglik is not None:
+        dim, labels = loglik[1]
+        groups["log_likelihood"] = {"obs": loglik[0]}
+        dims["obs"] = [dim]
+        coords[dim] = labels
+    counts = getattr(statistics, "counts", None)
+    if counts is not None and hasattr(model, "states"):
+        table = np.asarray(counts).sum(axis=0)
+        exact = np.asarray(statistics.exact_counts).sum(axis=0)
+        for slot, state in enumerate(model.exact):
+            table[:, state] += exact[:, slot]
+        groups["observed_data"] = {"transitions": table}
+        dims["transitions"] = ["from_state", "to_state"]
+        coords["from_state"] = [str(s) for s in model.states]
+        coords["to_state"] = [str(s) for s in model.states]
+    tree = az.from_dict(groups, dims=dims, coords=coords)
+    tree.attrs.update(attrs)
+    return tree
+
+
+def _write(tree, path: Path) -> None:
+    """Write the DataTree to a temporary sibling, then rename it onto ``path`` (atomic)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tree.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load(path: Path, settings: _Settings):
+    """(records, checkpoint) from a previous run's file, after checking it matches."""
+    import xarray as xr
+
+    try:
+        tree = xr.open_datatree(path, engine="h5netcdf").load()
+    except Exception as error:
+        raise SamplingError(f"{path}: cannot resume, the file is not readable ({error})") from None
+    if CHECKPOINT not in tree.children:
+        raise SamplingError(f"{path}: cannot resume, no {CHECKPOINT} group (not a linest run?)")
+    group = tree[CHECKPOINT]
+    saved = json.loads(group.attrs["settings"])
+    wanted = dataclasses.asdict(settings)
+    different = {
+        k: (saved.get(k), v) for k, v in wanted.items() if json.loads(json.dumps(v)) != saved.get(k)
+    }
+    if different:
+        detail = "; ".join(f"{k}: file {a!r}, now {b!r}" for k, (a, b) in different.items())
+        raise SamplingError(
+            f"{path}: cannot resume, the run in the file used different settings ({detail}); "
+            "use the same settings, or a new --out file"
+        )
+    checkpoint = {
+        "position": group["position"].values,
+        "logdensity": group["logdensity"].values,
+        "grad": group["logdensity_grad"].values,
+        "step_size": group["step_size"].values,
+        "inverse_mass": group["inverse_mass_matrix"].values,
+        "next_draw": int(group.attrs["next_draw"]),
+    }
+    records = None
+    if checkpoint["next_draw"] > 0:
+        post, stats = tree["posterior"], tree["sample_stats"]
+        records = {"theta": post["theta"].values}
+        for k in ("lp", "acceptance_rate", "diverging", "energy", "n_steps", "tree_depth"):
+            records[k] = stats[k].values
+    return records, checkpoint, dict(tree.attrs)
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def sample(
+    model,
+    data,
+    prior,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    gradient=None,
+    kernel: str = "nuts",
+    rng_key=0,
+    out=None,
+    resume: bool = False,
+    block_size: int | None = None,
+    progress: bool = True,
+    target_acceptance: float = 0.8,
+    max_tree_depth: int = 10,
+    num_integration_steps: int = 16,
+    init=None,
+    devices=None,
+    log_likelihood: bool = True,
+):
+    """Posterior draws of ``model``'s parameters given ``data`` and ``prior``.
+
+    Parameters
+    ----------
+    model, data : a linest model and its data (``read_chains`` output or statistics)
+    prior : a :class:`linest.priors.Prior` or a table such as
+        ``{"log_rate": {"normal": [-2, 2]}, "effect": {"normal": [0, 1]}}`` (see
+        :mod:`linest.priors`; priors on rates get their Jacobian)
+    num_chains, num_warmup, num_samples : chains, adaptation steps per chain (blackjax
+        window adaptation: step size and diagonal mass matrix) and kept draws per chain
+    gradient : the engine method for the leapfrog force (default: the model's exact
+        one). A surrogate keeps the log density, hence the accept step, exact.
+    kernel : ``"nuts"`` (default) or ``"hmc"`` (``num_integration_steps`` leapfrog steps)
+    rng_key : an int seed or a JAX key
+    out : a netCDF path; written atomically after warm-up and after every block
+    resume : continue the run stored in ``out`` (same settings required)
+    block_size : draws per block between progress reports and writes (default:
+        ``num_samples / 10``, at least 50)
+    progress : print a line per block to stderr
+    init : starting points, ``(num_chains, num_params)`` or ``(num_params,)``; default
+        the model's crude estimates plus uniform(-0.5, 0.5) jitter per chain
+    devices : JAX devices for the chains (default all); chains are split evenly over
+        the largest number of them that divides ``num_chains``
+    log_likelihood : add the pointwise log-likelihood group (for ``arviz.loo``)
+
+    Returns
+    -------
+    arviz DataTree with groups posterior (``theta`` and natural-scale quantities, e.g.
+    ``rate`` and ``hazard_ratio``), sample_stats, log_likelihood, observed_data, and
+    ``linest_checkpoint`` (the state a resumed run needs).
+    """
+    if gradient is not None:
+        _check_gradient(gradient, "sample")
+    if kernel not in ("nuts", "hmc"):
+        raise SamplingError(f"sample: kernel={kernel!r}; expected 'nuts' or 'hmc'")
+    for name, value, low in (
+        ("num_chains", num_chains, 1),
+        ("num_warmup", num_warmup, 10),
+        ("num_samples", num_samples, 1),
+        ("max_tree_depth", max_tree_depth, 1),
+        ("num_integration_steps", num_integration_steps, 1),
+    ):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise SamplingError(f"sample: {name} must be an integer >= {low}, got {value!r}")
+    if not 0 < target_acceptance < 1:
+        raise SamplingError(f"sample: target_acceptance must be in (0, 1), got {target_acceptance}")
+    if prior is None:
+        raise PriorError(
+            "sample: a prior is required, e.g. prior={'log_rate': {'normal': [-2.0, 2.0]}, "
+            "'effect': {'normal': [0.0, 1.0]}} (or the [priors] table of a spec file)"
+        )
+    prior = Prior.from_table(model, prior)
+    if resume and out is None:
+        raise SamplingError("sample: resume=True needs out= (the file of the run to continue)")
+    out = None if out is None else Path(out)
+
+    statistics = model.statistics(data)
+    compute = for_compute(statistics)
+    seed = rng_key if isinstance(rng_key, (int, np.integer)) else None
+    if seed is not None:
+        key = jax.random.key(int(seed))
+    else:
+        key = rng_key
+        try:
+            raw = jax.random.key_data(rng_key)  # a typed key
+        except TypeError:
+            raw = rng_key  # a raw uint32 key (jax.random.PRNGKey)
+        seed = int(np.asarray(raw).ravel()[-1])
+    block = block_size or max(50, math.ceil(num_samples / 10))
+    block = min(block, num_samples)
+    settings = _Settings(
+        kernel=kernel,
+        num_chains=int(num_chains),
+        num_warmup=int(num_warmup),
+        num_samples=int(num_samples),
+        seed=int(seed),
+        gradient=_method_name(gradient),
+        target_acceptance=float(target_acceptance),
+        max_tree_depth=int(max_tree_depth),
+        num_integration_steps=int(num_integration_steps) if kernel == "hmc" else 0,
+        params=tuple(model.param_names),
+        prior=tuple(prior.describe()),
+        data=_data_fingerprint(compute),
+    )
+
+    sampler = _Sampler(
+        logdensity=_LogDensity(model, compute, prior, gradient),
+        kernel=kernel,
+        target_acceptance=float(target_acceptance),
+        max_tree_depth=int(max_tree_depth),
+        num_integration_steps=int(num_integration_steps),
+        num_warmup=int(num_warmup),
+        block=int(block),
+    )
+    chosen = _chain_devices(num_chains, devices)
+    # Draw i of chain c uses fold_in(fold_in(key, c), i); warm-up a separate stream.
+    chain_keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(num_chains))
+    warmup_root = jax.random.fold_in(key, 2**31 - 1)
+    warmup_keys = jax.vmap(lambda c: jax.random.fold_in(warmup_root, c))(jnp.arange(num_chains))
+
+    def say(text):
+        if progress:
+            print(f"linest sample: {text}", file=sys.stderr, flush=True)
+
+    records, checkpoint, attrs = None, None, {}
+    if resume and out is not None and out.exists():
+        records, checkpoint, attrs = _load(out, settings)
+        say(f"resuming {out} at draw {checkpoint['next_draw']} of {num_samples}")
+    elif resume:
+        say(f"{out} does not exist yet: starting a new run")
+
+    if checkpoint is None:
+        theta0 = _initial(model, compute, init, num_chains, key)
+        start = time.perf_counter()
+        say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
+        warm = _over_chains("warmup", tuple(chosen), num_chains)
+        position, lp, grad, step_size, inverse_mass = warm(sampler, warmup_keys, theta0)
+        checkpoint = {
+            "position": np.asarray(position),
+            "logdensity": np.asarray(lp),
+            "grad": np.asarray(grad),
+            "step_size": np.asarray(step_size),
+            "inverse_mass": np.asarray(inverse_mass),
+            "next_draw": 0,
+        }
+        attrs["linest_warmup_seconds"] = time.perf_counter() - start
+        say(
+            f"warm-up done in {attrs['linest_warmup_seconds']:.1f} s; step sizes "
+            + ", ".join(f"{s:.3g}" for s in checkpoint["step_size"])
+        )
+        _check_warmup(checkpoint)
+        if out is not None:
+            _write(_datatree(model, settings, None, checkpoint, statistics, attrs), out)
+
+    blocks = [] if records is None else [records]
+    done = checkpoint["next_draw"]
+    run = _over_chains("run_block", tuple(chosen), num_chains)
+    sampling_seconds = float(attrs.get("linest_sampling_seconds", 0.0))
+    while done < num_samples:
+        start = time.perf_counter()
+        position, lp, grad, new = run(
+            sampler,
+            chain_keys,
+            jnp.asarray(checkpoint["position"]),
+            jnp.asarray(checkpoint["logdensity"]),
+            jnp.asarray(checkpoint["grad"]),
+            jnp.asarray(checkpoint["step_size"]),
+            jnp.asarray(checkpoint["inverse_mass"]),
+            jnp.full((num_chains,), done, dtype=jnp.int32),
+        )
+        new = {k: np.asarray(v) for k, v in new.items()}
+        elapsed = time.perf_counter() - start
+        sampling_seconds += elapsed
+        kept = min(block, num_samples - done)
+        blocks.append({k: v[:, :kept] for k, v in new.items()})
+        done += kept
+        checkpoint |= {
+            "position": np.asarray(position),
+            "logdensity": np.asarray(lp),
+            "grad": np.asarray(grad),
+            "next_draw": done,
+        }
+        records = _stack(blocks, done)
+        blocks = [records]
+        attrs["linest_sampling_seconds"] = sampling_seconds
+        say(
+            f"draws {done}/{num_samples} per chain: acceptance "
+            f"{np.mean(new['acceptance_rate'][:, :kept]):.2f}, divergences "
+            f"{int(np.sum(new['diverging'][:, :kept]))} (total {int(np.sum(records['diverging']))}), "
+            f"mean steps {np.mean(new['n_steps'][:, :kept]):.1f}, {elapsed:.1f} s"
+        )
+        if out is not None:
+            _write(_datatree(model, settings, records, checkpoint, statistics, attrs), out)
+
+    assert records is not None
+    loglik = None
+    if log_likelihood:
+        loglik = _pointwise(model, statistics, records["theta"])
+    tree = _datatree(model, settings, records, checkpoint, statistics, attrs, loglik)
+    notes = diagnose(tree, max_tree_depth if kernel == "nuts" else None)
+    tree.attrs["linest_warnings"] = json.dumps(notes)
+    for note in notes:
+        warnings.warn(note, SamplingWarning, stacklevel=2)
+    if out is not None:
+        _write(tree, out)
+    return tree
+
+
+def _initial(model, statistics, init, num_chains, key) -> jax.Array:
+    p = model.num_params
+    if init is not None:
+        init = np.asarray(init, dtype=float)
+        if init.shape == (p,):
+            init = np.broadcast_to(init, (num_chains, p))
+        if init.shape != (num_chains, p) or not np.all(np.isfinite(init)):
+            raise SamplingError(
+                f"sample: init must be finite, shaped ({p},) or ({num_chains}, {p}); "
+                f"got shape {init.shape}"
+            )
+        return jnp.asarray(init)
+    centre = np.asarray(model.initial_theta(statistics), dtype=float)
+    jitter = jax.random.uniform(
+        jax.random.fold_in(key, 7919), (num_chains, p), minval=-0.5, maxval=0.5
+    )
+    return jnp.asarray(centre) + jitter
+
+
+def _check_warmup(checkpoint) -> None:
+    bad = ~np.isfinite(checkpoint["logdensity"]) | ~np.isfinite(checkpoint["step_size"])
+    if bad.any():
+        chains = np.flatnonzero(bad).tolist()
+        raise FloatingPointError(
+            f"sample: warm-up ended with a non-finite log density or step size in chain(s) "
+            f"{chains}; check the prior and the starting points (init=)"
+        )
+
+
+def _pointwise(model, statistics, theta):
+    labels = model.observation_labels(statistics)
+    if labels is None:
+        return None
+    flat = jnp.asarray(theta.reshape(-1, theta.shape[-1]))
+    values = np.asarray(_pointwise_draws(model, statistics, flat))
+    return values.reshape(theta.shape[:2] + (-1,)), labels
+
+
+@eqx.filter_jit
+def _pointwise_draws(model, statistics, thetas):
+    return jax.lax.map(lambda t: model.pointwise_loglik(t, statistics), thetas, batch_size=64)
+
+
+def diagnose(tree, max_tree_depth=None) -> list[str]:
+    """Messages for r_hat > 1.01, ESS_bulk < 100 per chain, divergences, saturated trees."""
+    import arviz as az
+
+    notes = []
+    stats = tree["sample_stats"]
+    num_chains = stats.sizes["chain"]
+    summary = az.summary(tree, var_names=["theta"], kind="diagnostics")
+    worst_rhat = summary["r_hat"].astype(float)
+    if bool(np.any(np.asarray(worst_rhat) > 1.01)):
+        names = ", ".join(f"{k} ({v:.3f})" for k, v in worst_rhat[worst_rhat > 1.01].items())
+        notes.append(f"r_hat > 1.01 for {names}: the chains disagree; run longer")
+    ess = summary["ess_bulk"].astype(float)
+    low = ess < 100 * num_chains
+    if bool(np.any(np.asarray(low))):
+        names = ", ".join(f"{k} ({v:.0f})" for k, v in ess[low].items())
+        notes.append(
+            f"ESS_bulk below {100 * num_chains} (100 per chain) for {names}: estimates of "
+            "posterior quantiles are unreliable; run longer"
+        )
+    divergent = int(np.asarray(stats["diverging"]).sum())
+    if divergent:
+        notes.append(
+            f"{divergent} divergent transition(s): the sampler missed part of the posterior; "
+            "raise target_acceptance or reparametrise"
+        )
+    if max_tree_depth is not None:
+        saturated = int((np.asarray(stats["tree_depth"]) >= max_tree_depth).sum())
+        if saturated:
+            notes.append(
+                f"{saturated} draw(s) hit the maximum tree depth {max_tree_depth}: "
+                "trajectories were cut short (a poor surrogate gradient shows this way)"
+            )
+    return notes
+
+
+def summarize(tree) -> str:
+    """ArviZ summary (mean, sd, 95% HDI, r_hat, ESS bulk and tail) plus sampler statistics."""
+    import arviz as az
+
+    names = [v for v in tree["posterior"].data_vars if v != "theta"] + ["theta"]
+    table = az.summary(tree, var_names=names, ci_kind="hdi", ci_prob=0.95)
+    stats = tree["sample_stats"]
+    chains, draws = stats.sizes["chain"], stats.sizes["draw"]
+    lines = [
+        f"{tree.attrs.get('linest_kernel', 'nuts').upper()} with gradient "
+        f"{tree.attrs.get('linest_gradient')}: {chains} chains x {draws} draws; "
+        f"acceptance {float(stats['acceptance_rate'].mean()):.2f}, divergences "
+        f"{int(stats['diverging'].sum())}, step size "
+        f"{float(stats['step_size'].mean()):.3g}, mean leapfrog steps "
+        f"{float(stats['n_steps'].mean()):.1f}, max tree depth "
+        f"{int(stats['tree_depth'].max())}",
+        f"prior: {tree.attrs.get('linest_prior', '')}",
+        "",
+        table.to_string(),
+    ]
+    return "\n".join(lines)

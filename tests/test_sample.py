@@ -1,0 +1,282 @@
+"""linest.sample: closed-form posteriors, sharding, resume after SIGKILL, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import arviz as az
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+import xarray as xr
+
+import linest
+from linest.priors import Prior, PriorError
+from linest.sample import SamplingError
+from linest.simulate import simulate_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+THREE = linest.CTMC(["a", "b", "c"], ["a-b", "b-a", "b-c", "c-a"])
+THREE_RATES = np.array([0.5, 0.3, 0.4, 0.2])
+GAMMA = (2.0, 1.0)  # shape, rate of the prior on every q
+
+
+@pytest.fixture(scope="module")
+def paths():
+    frame = simulate_paths(THREE, np.log(THREE_RATES), 40, 5.0, np.random.default_rng(8))
+    return frame, linest.read_chains(frame, kind="paths")
+
+
+def _closed_form(frame):
+    """Posterior Gamma(a + N_rs, b + R_r) of each q_rs for fully observed paths."""
+    code = frame["state"].map({s: i for i, s in enumerate(THREE.states)}).to_numpy()
+    same = frame["subject"].to_numpy()[1:] == frame["subject"].to_numpy()[:-1]
+    a, b = code[:-1][same], code[1:][same]
+    dt = np.diff(frame["time"].to_numpy())[same]
+    R = np.bincount(a, weights=dt, minlength=3)
+    N = np.array([np.sum((a == r) & (b == s)) for r, s in THREE.transitions])
+    return [
+        scipy.stats.gamma(GAMMA[0] + N[k], scale=1 / (GAMMA[1] + R[r]))
+        for k, (r, _) in enumerate(THREE.transitions)
+    ]
+
+
+def test_conjugate_gamma_posterior_within_mcse(paths):
+    """A gamma prior on the rates (Jacobian included) gives the closed-form posterior."""
+    frame, chains = paths
+    tree = linest.sample(
+        THREE, chains, {"rate": {"gamma": list(GAMMA)}}, num_chains=4, num_warmup=300,
+        num_samples=1000, rng_key=3, progress=False,
+    )  # fmt: skip
+    rate = tree["posterior"]["rate"]
+    mean_mcse = az.mcse(tree, var_names=["rate"], method="mean")["rate"].values
+    for k, exact in enumerate(_closed_form(frame)):
+        draws = rate.isel(transition=k).values
+        z = (draws.mean() - exact.mean()) / mean_mcse[k]
+        assert abs(z) < 4, (k, draws.mean(), exact.mean(), mean_mcse[k])
+        for q in (0.05, 0.5, 0.95):
+            mcse = float(
+                az.mcse(tree, var_names=["rate"], method="quantile", prob=q)["rate"].values[k]
+            )
+            assert abs(np.quantile(draws, q) - exact.ppf(q)) < 4 * mcse, (k, q)
+    assert int(tree["sample_stats"]["diverging"].sum()) == 0
+    # The Jacobian matters: without it (a gamma density on theta's scale) the posterior
+    # of q would be Gamma(a - 1 + N, b + R), whose mean differs by ~1/(b + R) >> MCSE.
+    wrong = [scipy.stats.gamma(e.args[0] - 1, scale=e.kwds["scale"]) for e in _closed_form(frame)]
+    misses = [
+        abs(rate.isel(transition=k).values.mean() - w.mean()) / mean_mcse[k]
+        for k, w in enumerate(wrong)
+    ]
+    assert max(misses) > 4
+
+
+SHORT_RUN = pytest.mark.filterwarnings("ignore::linest.sample.SamplingWarning")
+
+
+@SHORT_RUN
+def test_sharded_chains_equal_vmapped_chains(paths):
+    _, chains = paths
+    devices = jax.devices()
+    assert len(devices) >= 2, "linest should start JAX with several CPU devices"
+    kwargs = dict(
+        num_chains=2, num_warmup=30, num_samples=20, rng_key=5, progress=False,
+        log_likelihood=False,
+    )  # fmt: skip
+    prior = {"log_rate": {"normal": [-1.0, 1.0]}}
+    sharded = linest.sample(THREE, chains, prior, devices=devices[:2], **kwargs)
+    vmapped = linest.sample(THREE, chains, prior, devices=devices[:1], **kwargs)
+    np.testing.assert_allclose(
+        sharded["posterior"]["theta"].values, vmapped["posterior"]["theta"].values, rtol=1e-9
+    )
+
+
+@SHORT_RUN
+def test_block_size_does_not_change_the_draws(paths, tmp_path):
+    _, chains = paths
+    prior = {"log_rate": {"normal": [-1.0, 1.0]}}
+    kwargs = dict(num_chains=2, num_warmup=30, num_samples=30, rng_key=2, progress=False)
+    one = linest.sample(THREE, chains, prior, block_size=30, **kwargs)
+    out = tmp_path / "blocks.nc"
+    three = linest.sample(THREE, chains, prior, block_size=10, out=out, **kwargs)
+    np.testing.assert_array_equal(
+        one["posterior"]["theta"].values, three["posterior"]["theta"].values
+    )
+    saved = xr.open_datatree(out, engine="h5netcdf")
+    np.testing.assert_array_equal(
+        saved["posterior"]["theta"].values, three["posterior"]["theta"].values
+    )
+    assert saved["linest_checkpoint"].attrs["next_draw"] == 30
+
+
+def _spec(tmp_path, frame) -> Path:
+    frame.to_csv(tmp_path / "paths.csv", index=False)
+    spec = tmp_path / "three.toml"
+    spec.write_text(
+        '[model]\nstates = ["a", "b", "c"]\ntransitions = ["a-b", "b-a", "b-c", "c-a"]\n'
+        '[data]\nfile = "paths.csv"\nkind = "paths"\nsubject = "subject"\ntime = "time"\n'
+        'state = "state"\n[priors]\nrate = { gamma = [2.0, 1.0] }\n'
+    )
+    return spec
+
+
+def _cli(*args):
+    env = dict(os.environ, LINEST_CACHE_DIR=os.environ.get("LINEST_CACHE_DIR", "off"))
+    return [sys.executable, "-m", "linest.cli", *map(str, args)], env
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(paths, tmp_path):
+    frame, _ = paths
+    spec = _spec(tmp_path, frame)
+    common = ["sample", spec, "--chains", "2", "--warmup", "50", "--draws", "400",
+              "--block-size", "20", "--seed", "11", "--quiet"]  # fmt: skip
+    full = tmp_path / "full.nc"
+    command, env = _cli(*common, "--out", full)
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed.nc"
+    command, env = _cli(*common, "--out", killed)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and process.poll() is None:
+        if killed.exists():
+            try:
+                with xr.open_datatree(killed, engine="h5netcdf") as tree:
+                    done = int(tree["linest_checkpoint"].attrs["next_draw"])
+            except (OSError, KeyError):
+                done = 0
+            if done >= 40:
+                break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < done < 400, f"the kill came too late to test anything (draws done: {done})"
+
+    command, env = _cli(*common, "--out", killed, "--resume")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with (
+        xr.open_datatree(full, engine="h5netcdf") as a,
+        xr.open_datatree(killed, engine="h5netcdf") as b,
+    ):
+        assert b["posterior"].sizes["draw"] == 400
+        np.testing.assert_array_equal(
+            a["posterior"]["theta"].values, b["posterior"]["theta"].values
+        )
+        np.testing.assert_array_equal(
+            a["sample_stats"]["acceptance_rate"].values, b["sample_stats"]["acceptance_rate"].values
+        )
+
+
+@SHORT_RUN
+def test_resume_with_other_settings_is_refused(paths, tmp_path):
+    _, chains = paths
+    prior = {"log_rate": {"normal": [-1.0, 1.0]}}
+    out = tmp_path / "run.nc"
+    kwargs = dict(num_chains=2, num_warmup=20, rng_key=1, progress=False, out=out)
+    linest.sample(THREE, chains, prior, num_samples=10, **kwargs)
+    with pytest.raises(SamplingError, match=r"run.nc: cannot resume.*num_samples: file 10, now 20"):
+        linest.sample(THREE, chains, prior, num_samples=20, resume=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (
+            {"log_rate": {"normal": [0.0, -1.0]}},
+            r"priors.log_rate: normal argument sigma must be > 0",
+        ),
+        (
+            {"log_rate": {"gamma": [1.0, 1.0]}},
+            r"priors.log_rate: gamma is a distribution on positive",
+        ),
+        ({"rate": {"normal": [0.0, 1.0]}}, r"priors.rate: normal allows negative values"),
+        ({"log_rate": {"normal": [0.0]}}, r"normal takes 2 argument"),
+        ({"log_rate": {"normal": ["a", 1]}}, r"argument mu must be a number"),
+        ({"log_rate": {"cauchy": [0.0, 1.0]}}, r"unknown distribution 'cauchy'"),
+        ({"log_rates": {"normal": [0.0, 1.0]}}, r"unknown target 'log_rates'"),
+        ({"q(a-b)": {"gamma": [1.0, 1.0]}}, r"no prior for parameter 'log q\(b-a\)'"),
+        ({"log_rate": [0.0, 1.0]}, r"expected one distribution"),
+    ],
+)
+def test_bad_priors_are_named(table, message):
+    with pytest.raises(PriorError, match=message):
+        Prior.from_table(THREE, table, source="spec.toml")
+
+
+def test_prior_density_includes_the_jacobian():
+    prior = Prior.from_table(
+        THREE, {"log_rate": {"normal": [-1.0, 2.0]}, "q(b-c)": {"gamma": [3.0, 2.0]}}
+    )
+    theta = np.log(np.array([0.5, 0.3, 0.4, 0.2]))
+    expected = sum(scipy.stats.norm(-1, 2).logpdf(theta[k]) for k in (0, 1, 3))
+    expected += scipy.stats.gamma(3.0, scale=0.5).logpdf(0.4) + np.log(0.4)
+    assert abs(float(prior.logpdf(theta)) - expected) < 1e-12
+
+
+def test_sampler_settings_and_missing_prior_are_clear_errors(paths):
+    _, chains = paths
+    with pytest.raises(PriorError, match="a prior is required"):
+        linest.sample(THREE, chains, None)
+    with pytest.raises(SamplingError, match="num_warmup must be an integer >= 10"):
+        linest.sample(THREE, chains, {"rate": {"gamma": [1, 1]}}, num_warmup=0)
+    with pytest.raises(SamplingError, match="kernel='mala'"):
+        linest.sample(THREE, chains, {"rate": {"gamma": [1, 1]}}, kernel="mala")
+    with pytest.raises(SamplingError, match="resume=True needs out="):
+        linest.sample(THREE, chains, {"rate": {"gamma": [1, 1]}}, resume=True)
+
+
+def test_cli_sample_bad_prior_names_file_and_field(tmp_path, paths):
+    frame, _ = paths
+    spec = _spec(tmp_path, frame)
+    spec.write_text(spec.read_text().replace("gamma = [2.0, 1.0]", "gamma = [2.0, 0.0]"))
+    command, env = _cli("sample", spec, "--draws", "10", "--warmup", "10")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "three.toml: priors.rate: gamma argument rate must be > 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_surrogate_trajectories_target_the_exact_posterior():
+    """On cav, surrogate-force NUTS (exact accept step) matches exact NUTS within MCSE."""
+    from linest.spec import load_spec
+
+    spec = load_spec(ROOT / "models" / "cav.toml")
+    chains = spec.read_data()
+    kwargs = dict(
+        num_chains=4, num_warmup=500, num_samples=1000, progress=False, log_likelihood=False
+    )
+    reference = linest.sample(spec.model, chains, spec.priors, rng_key=1, **kwargs)
+
+    def moments(tree):
+        mean = az.mcse(tree, var_names=["theta"], method="mean")["theta"].values
+        sd = az.mcse(tree, var_names=["theta"], method="sd")["theta"].values
+        theta = tree["posterior"]["theta"]
+        return (
+            theta.mean(("chain", "draw")).values,
+            theta.std(("chain", "draw")).values,
+            mean,
+            sd,
+        )
+
+    m0, s0, mcse_m0, mcse_s0 = moments(reference)
+    for gradient in (linest.Surrogate("left"), linest.Surrogate("gauss", 2)):
+        tree = linest.sample(
+            spec.model, chains, spec.priors, gradient=gradient, rng_key=2, **kwargs
+        )
+        m, s, mcse_m, mcse_s = moments(tree)
+        z_mean = (m - m0) / np.hypot(mcse_m, mcse_m0)
+        z_sd = (s - s0) / np.hypot(mcse_s, mcse_s0)
+        stats = tree["sample_stats"]
+        print(
+            f"{gradient}: acceptance {float(stats['acceptance_rate'].mean()):.2f}, step size "
+            f"{float(stats['step_size'].mean()):.3f}, max |z| mean {np.abs(z_mean).max():.2f}, "
+            f"sd {np.abs(z_sd).max():.2f}"
+        )
+        assert np.all(np.abs(z_mean) < 4), (gradient, z_mean)
+        assert np.all(np.abs(z_sd) < 4), (gradient, z_sd)
