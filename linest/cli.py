@@ -115,6 +115,7 @@ def _sample(args) -> int:
             rng_key=args.seed,
             out=args.out,
             resume=args.resume,
+            overwrite=args.overwrite,
             block_size=args.block_size,
             progress=not args.quiet,
         )
@@ -171,6 +172,7 @@ def main(argv=None) -> int:
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")
     draw.add_argument("--resume", action="store_true", help="continue the run in --out")
+    draw.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     draw.add_argument("--block-size", type=int, help="draws per block (progress and writes)")
     draw.add_argument("--plots", metavar="PREFIX", help="write PREFIX-trace.png, PREFIX-pair.png")
     draw.add_argument("--quiet", action="store_true", help="no progress lines")

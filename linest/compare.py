@@ -19,6 +19,7 @@ DEFAULT_METHODS: tuple[Gradient, ...] = (
     Surrogate("midpoint"),
     Surrogate("gauss", nodes=2),
     Surrogate("gauss", nodes=4),
+    Surrogate("gauss", nodes=2, max_norm=0.5),
     SeriesSurrogate(),
 )
 
@@ -73,9 +74,9 @@ def compare_gradients(
 
 def describe(method: Gradient) -> str:
     if isinstance(method, Surrogate):
-        return f"Surrogate({method.rule}" + (
-            f", nodes={method.nodes})" if method.rule == "gauss" else ")"
-        )
+        nodes = f", nodes={method.nodes}" if method.rule == "gauss" else ""
+        scaled = f", max_norm={method.max_norm:g}" if method.max_norm is not None else ""
+        return f"Surrogate({method.rule}{nodes}{scaled})"
     if isinstance(method, Eigen) and method.fallback:
         return "Eigen(fallback)"
     return type(method).__name__
@@ -83,12 +84,12 @@ def describe(method: Gradient) -> str:
 
 def format_table(rows: list[dict]) -> str:
     lines = [
-        f"{'method':<26} {'value':>14} {'rel. error':>11} {'cosine':>10} {'ms/grad':>8}",
-        "-" * 73,
+        f"{'method':<40} {'value':>14} {'rel. error':>11} {'cosine':>10} {'ms/grad':>8}",
+        "-" * 87,
     ]
     for r in rows:
         lines.append(
-            f"{r['method']:<26} {r['value']:>14.6f} {r['relative_error']:>11.2e} "
+            f"{r['method']:<40} {r['value']:>14.6f} {r['relative_error']:>11.2e} "
             f"{r['cosine']:>10.6f} {r['milliseconds']:>8.2f}"
             + ("" if r["finite"] else "  NON-FINITE")
         )

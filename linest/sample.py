@@ -379,6 +379,7 @@ def sample(
     rng_key=0,
     out=None,
     resume: bool = False,
+    overwrite: bool = False,
     block_size: int | None = None,
     progress: bool = True,
     target_acceptance: float = 0.8,
@@ -404,6 +405,8 @@ def sample(
     rng_key : an int seed or a JAX key
     out : a netCDF path; written atomically after warm-up and after every block
     resume : continue the run stored in ``out`` (same settings required)
+    overwrite : replace an existing ``out`` (otherwise an existing file is an error,
+        so that a finished run is never lost by accident)
     block_size : draws per block between progress reports and writes (default:
         ``num_samples / 10``, at least 50)
     progress : print a line per block to stderr
@@ -443,6 +446,11 @@ def sample(
     if resume and out is None:
         raise SamplingError("sample: resume=True needs out= (the file of the run to continue)")
     out = None if out is None else Path(out)
+    if out is not None and out.exists() and not (resume or overwrite):
+        raise SamplingError(
+            f"{out} exists: resume=True (--resume) continues that run, overwrite=True "
+            "(--overwrite) replaces it"
+        )
 
     statistics = model.statistics(data)
     compute = for_compute(statistics)
