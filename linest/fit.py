@@ -68,17 +68,36 @@ def _loglik_derivatives(model, gradient, theta, statistics):
     def loglik(t):
         return model.loglik(t, statistics, gradient)
 
-    value, grad_fn = jax.value_and_grad(loglik)(theta), jax.grad(loglik)
-    value, grad = value
+    value, grad = jax.value_and_grad(loglik)(theta)
     batch = _hessian_batch(theta, statistics)
     if batch >= theta.shape[0]:
         return value, grad, jax.hessian(loglik)(theta)
 
     def column(direction):
-        return jax.jvp(grad_fn, (theta,), (direction,))[1]
+        return jax.jvp(jax.grad(loglik), (theta,), (direction,))[1]
 
     columns = jax.lax.map(column, jnp.eye(theta.shape[0], dtype=theta.dtype), batch_size=batch)
     return value, grad, columns.T
+
+
+def _first_finite(methods, call):
+    """``call(method)`` for the first method whose every output is finite (else the last).
+
+    The default gradient is the shared eigendecomposition, and where that is NaN
+    (eigenvectors too ill-conditioned) the exact Pade derivative. Choosing on concrete
+    numbers traces and runs one branch; ``Eigen(fallback=True)``'s ``lax.cond`` traces
+    both (3 s of a 6 s ``linest fit``).
+    """
+    for method in methods:
+        out = call(method)
+        if all(np.all(np.isfinite(np.asarray(x))) for x in out):
+            break
+    return out
+
+
+def _tolerance_scale(loglik) -> float:
+    """Rounding in a sum of many terms grows with its size: tolerances scale with |loglik|."""
+    return max(1.0, abs(float(loglik)) / 1000)
 
 
 def _exp_interval(estimate, se) -> dict[str, np.ndarray]:
@@ -389,19 +408,15 @@ def fit(
         _check_gradient(gradient, "fit")
     if information_gradient is None and isinstance(gradient, (Exact, Eigen)):
         information_gradient = gradient
-    # Default information: the eigendecomposition without its fallback branch (tracing
-    # the Hessian through both branches cost 3 s of a 6 s command), and the exact Pade
-    # derivative where that is NaN (eigenvectors too ill-conditioned at this theta).
-    information_methods = (
-        [information_gradient] if information_gradient is not None else [Eigen(), Exact()]
-    )
+    default = [Eigen(), Exact()]  # see _first_finite
+    information_methods = [information_gradient] if information_gradient is not None else default
+    drive_methods = [gradient] if gradient is not None else default
 
     def derivatives(theta):
-        for method in information_methods:
-            out = _loglik_derivatives(model, method, jnp.asarray(theta), statistics)
-            if all(np.all(np.isfinite(np.asarray(x))) for x in out):
-                break
-        return out
+        theta = jnp.asarray(theta)
+        return _first_finite(
+            information_methods, lambda m: _loglik_derivatives(model, m, theta, statistics)
+        )
 
     reported = model.statistics(data)
     statistics = for_compute(reported)
@@ -412,17 +427,12 @@ def fit(
             f"({', '.join(model.param_names)})"
         )
 
-    # The default drive: the shared eigendecomposition, and where that gives a non-finite
-    # value (eigenvectors too ill-conditioned), the exact Pade derivative. Choosing here,
-    # on concrete numbers, traces one branch instead of both (as lax.cond would).
-    drive_methods = [gradient] if gradient is not None else [Eigen(), Exact()]
-
     def scipy_objective(theta):
-        for method in drive_methods:
-            value, grad = _value_and_grad(model, method, jnp.asarray(theta), statistics)
-            value, grad = float(value), np.asarray(grad, dtype=float)
-            if np.isfinite(value) and np.all(np.isfinite(grad)):
-                break
+        theta = jnp.asarray(theta)
+        value, grad = _first_finite(
+            drive_methods, lambda m: _value_and_grad(model, m, theta, statistics)
+        )
+        value, grad = float(value), np.asarray(grad, dtype=float)
         if not np.isfinite(value) or not np.all(np.isfinite(grad)):
             # Let the line search back off rather than crash; reported below if final.
             return np.inf, np.zeros_like(grad)
@@ -458,7 +468,7 @@ def fit(
             gain = 0.5 * float(drive_grad @ covariance @ drive_grad)
         else:
             gain = np.inf
-        scale = max(1.0, abs(float(loglik)) / 1000)
+        scale = _tolerance_scale(loglik)
         ok = bool(np.isfinite(loglik)) and (
             gain <= tol * scale or float(np.max(np.abs(drive_grad), initial=0.0)) <= gtol * scale
         )
@@ -502,7 +512,7 @@ def fit(
             if np.all(np.isfinite(covariance))
             else np.nan
         )
-        if exact_gain > tol * max(1.0, abs(loglik) / 1000):
+        if exact_gain > tol * _tolerance_scale(loglik):
             notes.append(
                 f"the optimiser converged for the {_method_name(gradient)} gradient, but the "
                 f"exact gradient there (max |gradient| {gradient_norm:.3g}) says the exact "

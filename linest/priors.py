@@ -37,7 +37,7 @@ class PriorError(ValueError):
     """A prior is wrong; the message names the source and the field."""
 
 
-# name -> (number of arguments, argument names, positive support, log density)
+# name -> (argument names, whether its support is the positive numbers)
 _DISTRIBUTIONS = {
     "normal": (("mu", "sigma"), False),
     "student_t": (("df", "mu", "sigma"), False),

@@ -234,11 +234,6 @@ class _Sampler(eqx.Module):
 # ----------------------------------------------------------------------------- output
 
 
-def _stack(blocks: list[dict], n: int) -> dict:
-    """Concatenate per-block records along draws, keeping the first n."""
-    return {k: np.concatenate([b[k] for b in blocks], axis=1)[:, :n] for k in blocks[0]}
-
-
 def _datatree(model, settings, records, checkpoint, statistics, extra_attrs, loglik=None):
     import xarray as xr
 
@@ -530,7 +525,6 @@ def sample(
         if out is not None:
             _write(_datatree(model, settings, None, checkpoint, statistics, attrs), out)
 
-    blocks = [] if records is None else [records]
     done = checkpoint["next_draw"]
     run = _over_chains("run_block", tuple(chosen), num_chains)
     sampling_seconds = float(attrs.get("linest_sampling_seconds", 0.0))
@@ -549,8 +543,13 @@ def sample(
         new = {k: np.asarray(v) for k, v in new.items()}
         elapsed = time.perf_counter() - start
         sampling_seconds += elapsed
-        kept = min(block, num_samples - done)
-        blocks.append({k: v[:, :kept] for k, v in new.items()})
+        kept = min(block, num_samples - done)  # the last block may run past num_samples
+        fresh = {k: v[:, :kept] for k, v in new.items()}
+        records = (
+            fresh
+            if records is None
+            else {k: np.concatenate([records[k], fresh[k]], axis=1) for k in fresh}
+        )
         done += kept
         checkpoint |= {
             "position": np.asarray(position),
@@ -558,14 +557,12 @@ def sample(
             "grad": np.asarray(grad),
             "next_draw": done,
         }
-        records = _stack(blocks, done)
-        blocks = [records]
         attrs["linest_sampling_seconds"] = sampling_seconds
         say(
             f"draws {done}/{num_samples} per chain: acceptance "
-            f"{np.mean(new['acceptance_rate'][:, :kept]):.2f}, divergences "
-            f"{int(np.sum(new['diverging'][:, :kept]))} (total {int(np.sum(records['diverging']))}), "
-            f"mean steps {np.mean(new['n_steps'][:, :kept]):.1f}, {elapsed:.1f} s"
+            f"{np.mean(fresh['acceptance_rate']):.2f}, divergences "
+            f"{int(np.sum(fresh['diverging']))} (total {int(np.sum(records['diverging']))}), "
+            f"mean steps {np.mean(fresh['n_steps']):.1f}, {elapsed:.1f} s"
         )
         if out is not None:
             _write(_datatree(model, settings, records, checkpoint, statistics, attrs), out)
