@@ -15,10 +15,12 @@ from linest.gradients import (
     AutoDiff,
     Eigen,
     Exact,
+    Fourier,
     SeriesSurrogate,
     Surrogate,
 )
-from linest.models import CTMC
+from linest.gradients.coarse import CoarseGrid
+from linest.models import CTMC, AdvectionDiffusion, read_snapshots
 from linest.priors import Prior
 from linest.sample import sample
 
@@ -28,12 +30,15 @@ __all__ = [
     "CTMC",
     "AbstractGradient",
     "Adjoint",
+    "AdvectionDiffusion",
     "Asymptotic",
     "AutoDiff",
+    "CoarseGrid",
     "DataError",
     "Eigen",
     "Exact",
     "FitResult",
+    "Fourier",
     "Prior",
     "SeriesSurrogate",
     "Surrogate",
@@ -44,5 +49,6 @@ __all__ = [
     "gradient_from_string",
     "propagate",
     "read_chains",
+    "read_snapshots",
     "sample",
 ]

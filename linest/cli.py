@@ -1,14 +1,16 @@
 """The ``linest`` command.
 
-    linest fit models/cav.toml [--covariates sex] [--gradient NAME] [--json out.json]
-                               [--plot prevalence.png]
-    linest sample models/cav.toml [--chains 4] [--warmup 1000] [--draws 1000]
+    linest fit SPEC.toml [--covariates sex] [--gradient NAME] [--json out.json]
+                         [--plot fit.png]
+    linest sample SPEC.toml [--chains 4] [--warmup 1000] [--draws 1000]
                                [--gradient NAME] [--out post.nc [--resume]] [--plots PREFIX]
 
 ``--gradient`` takes the engine's method names: ``default`` (one eigendecomposition
 shared by all time steps, exact), ``exact``, ``eigen``, ``eigen-fallback``,
 ``autodiff``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
-``surrogate-gauss-K`` (K Gauss-Legendre nodes), ``series``, ``asymptotic``.
+``surrogate-gauss-K`` (K Gauss-Legendre nodes), ``series``, ``asymptotic``; for grid
+models also ``fourier``, ``adjoint``, ``adjoint-backsolve`` and ``coarse-K`` (the
+gradient from a grid K times coarser).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
+
+from linest._io import atomic_write
 
 
 def _enable_compilation_cache() -> None:
@@ -37,19 +41,6 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a sibling temporary file, then rename it onto ``path``.
-
-    A killed run leaves either the old file or the new one, never half of one.
-    """
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fit(args) -> int:
@@ -71,14 +62,12 @@ def _fit(args) -> int:
     if args.json:
         out = Path(args.json)
         payload = result.to_dict() | {"spec": str(spec.path), "data": str(spec.data["source"])}
-        _atomic_write(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+        atomic_write(out, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
         print(f"wrote {out}")
     if args.plot:
-        from linest.plots import plot_prevalence
-
         out = Path(args.plot)
-        figure = plot_prevalence(result, chains)
-        _atomic_write(out, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
+        figure = result.plot(chains)
+        atomic_write(out, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
         print(f"wrote {out}")
     return 0 if result.converged else 2
 
@@ -94,8 +83,9 @@ def _sample(args) -> int:
         spec = spec.with_covariates(names)
     if not spec.priors:
         print(
-            f"linest: error: {spec.path}: no [priors] table; sampling needs one, e.g.\n"
-            "  [priors]\n  log_rate = { normal = [-2.0, 2.0] }\n  effect = { normal = [0.0, 1.0] }",
+            f"linest: error: {spec.path}: no [priors] table; sampling needs one, with a prior "
+            f"for each kind of parameter ({', '.join(sorted(set(spec.model.param_kinds)))}), "
+            "e.g.\n  [priors]\n  log_rate = { normal = [-2.0, 2.0] }",
             file=sys.stderr,
         )
         return 1
@@ -160,7 +150,12 @@ def main(argv=None) -> int:
         "surrogate-gauss-2, ... (see linest.gradient_from_string)",
     )
     fit.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    fit.add_argument("--plot", metavar="PNG", help="plot observed vs expected prevalence")
+    fit.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="plot the fit against the data (a CTMC: prevalence; a grid model: snapshots "
+        "and the velocity field)",
+    )
     draw = commands.add_parser("sample", help="Bayesian posterior by NUTS/HMC (blackjax)")
     draw.add_argument("spec", help="model specification file (TOML) with a [priors] table")
     draw.add_argument("--covariates", nargs="+", metavar="NAME")

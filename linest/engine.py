@@ -14,11 +14,13 @@ from linest.gradients.adjoint import Adjoint
 from linest.gradients.asymptotic import Asymptotic
 from linest.gradients.autodiff import AutoDiff
 from linest.gradients.base import AbstractGradient
+from linest.gradients.coarse import CoarseGrid
 from linest.gradients.eigen import Eigen
 from linest.gradients.exact import Exact
+from linest.gradients.fourier import Fourier
 from linest.gradients.surrogate import SeriesSurrogate, Surrogate
 
-Gradient = AbstractGradient | AutoDiff | Adjoint
+Gradient = AbstractGradient | AutoDiff | Adjoint | Fourier | CoarseGrid
 
 
 def _as_matrix_stack(M, name: str, caller: str) -> jax.Array:
@@ -40,12 +42,18 @@ def _as_matrix_stack(M, name: str, caller: str) -> jax.Array:
 
 
 def _check_gradient(gradient, caller: str, allow_adjoint: bool = False) -> None:
-    if isinstance(gradient, Adjoint) and not allow_adjoint:
+    if isinstance(gradient, CoarseGrid):
         raise ValueError(
-            f"{caller}: Adjoint() solves an ODE for x(t) = exp(tA) x0; use it with "
-            "linest.propagate, or pick a matrix method such as Exact()"
+            f"{caller}: CoarseGrid() is a surrogate for grid models (AdvectionDiffusion); "
+            "pick a matrix method such as Exact()"
         )
-    if not isinstance(gradient, (AbstractGradient, AutoDiff, Adjoint)):
+    if isinstance(gradient, (Adjoint, Fourier)) and not allow_adjoint:
+        raise ValueError(
+            f"{caller}: {type(gradient).__name__}() computes x(t) = exp(tA) x0 without forming "
+            "exp(tA); use it with linest.propagate or a grid model (AdvectionDiffusion), "
+            "or pick a matrix method such as Exact()"
+        )
+    if not isinstance(gradient, (AbstractGradient, AutoDiff, Adjoint, Fourier)):
         raise TypeError(
             f"{caller}: gradient must be a method object such as linest.Exact() or "
             f"linest.Surrogate('gauss', nodes=2); got {gradient!r}"
@@ -187,7 +195,8 @@ def propagate(A, x0, ts, gradient: Gradient = Exact()) -> jax.Array:
 
     Parameters
     ----------
-    A : array (..., d, d); with :class:`Adjoint` also a sparse matrix or a callable v -> A v
+    A : array (..., d, d); with :class:`Adjoint` also a sparse matrix or a callable v -> A v;
+        with :class:`Fourier` a :class:`linest.gradients.fourier.Circulant`
     x0 : array (..., d)
         Initial state; its batch axes broadcast against those of ``A``.
     ts : array (n,)
@@ -212,6 +221,11 @@ def propagate(A, x0, ts, gradient: Gradient = Exact()) -> jax.Array:
         raise ValueError("propagate: x0 must have shape (..., d)")
     if not isinstance(ts, jax.core.Tracer) and ts.size and not np.all(np.isfinite(np.asarray(ts))):
         raise ValueError("propagate: ts has non-finite entries")
+
+    if isinstance(gradient, Fourier):
+        if not jnp.issubdtype(x0.dtype, jnp.inexact):
+            x0 = x0.astype(jnp.result_type(float))
+        return gradient.solve(A, x0, ts)
 
     if isinstance(gradient, Adjoint):
         if not isinstance(ts, jax.core.Tracer) and ts.size:
@@ -269,7 +283,7 @@ def gradient_from_string(spec: str) -> Gradient:
     """Parse the command line's method names.
 
     ``exact``, ``eigen``, ``eigen-fallback``, ``autodiff``, ``series``, ``asymptotic``,
-    ``adjoint``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
+    ``adjoint``, ``adjoint-backsolve``, ``fourier``, ``coarse-K``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
     ``surrogate-gauss-K`` (K nodes, e.g. ``surrogate-gauss-2``); any surrogate rule
     with ``-scaled`` appended (``surrogate-gauss-2-scaled``) is the scaled variant
     with ``max_norm=0.5``.
@@ -287,6 +301,15 @@ def gradient_from_string(spec: str) -> Gradient:
         return simple[text]()
     if text == "eigen-fallback":
         return Eigen(fallback=True)
+    if text == "fourier":
+        return Fourier()
+    if text == "adjoint-backsolve":
+        import diffrax
+
+        return Adjoint(adjoint=diffrax.BacksolveAdjoint())
+    coarse = re.fullmatch(r"coarse-(\d+)", text)
+    if coarse:
+        return CoarseGrid(int(coarse[1]))
     match = _SPEC.match(text)
     if match and match["name"] == "surrogate" and match["rule"]:
         rule, nodes = match["rule"], match["nodes"]
@@ -297,7 +320,8 @@ def gradient_from_string(spec: str) -> Gradient:
             return Surrogate(rule, max_norm=max_norm)
     raise ValueError(
         f"unknown gradient method {spec!r}; expected one of: exact, eigen, eigen-fallback, "
-        "autodiff, series, asymptotic, adjoint, surrogate-left, surrogate-right, "
+        "autodiff, series, asymptotic, adjoint, adjoint-backsolve, fourier, coarse-K (grid "
+        "models, e.g. coarse-2), surrogate-left, surrogate-right, "
         "surrogate-midpoint, surrogate-gauss-K (e.g. surrogate-gauss-2), each surrogate "
         "optionally with -scaled (e.g. surrogate-gauss-2-scaled)"
     )

@@ -1,16 +1,17 @@
-"""Maximum likelihood with standard errors from the observed information.
+"""Maximum likelihood with standard errors from the information matrix, for every model.
 
 :func:`fit` minimises ``-loglik`` with scipy's L-BFGS-B (or any gradient-based scipy
-method) driven by the gradient method you choose, then computes the observed
-information ``-d^2 loglik / d theta^2`` with ``jax.hessian`` through the exact
-engine. Non-convergence, a non-positive-definite information matrix and weakly
-identified parameters are reported in the result and as warnings, never silently.
+method) driven by the gradient method you choose, then computes the information
+matrix: the observed information ``-d^2 loglik / d theta^2`` with ``jax.hessian``
+through an exact method, or the model's own (a Gaussian grid model gives the expected
+(Fisher) information ``J^T J / sigma^2`` from forward-mode derivatives of its
+predictions). Non-convergence, a non-positive-definite information matrix, weakly
+identified parameters and the model's own concerns about the estimate (e.g. a cell
+Peclet number) are reported in the result and as warnings, never silently.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 import warnings
 
@@ -18,16 +19,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import scipy.optimize
 
-from linest.engine import _check_gradient, expm
-from linest.gradients import Eigen, Exact
 from linest.models.base import for_compute
+from linest.models.result import FitResult
 
 __all__ = ["FitResult", "FitWarning", "fit"]
-
-Z95 = 1.959963984540054  # standard normal 97.5% quantile
 
 
 class FitWarning(UserWarning):
@@ -59,6 +56,13 @@ def _hessian_batch(theta, statistics) -> int:
     )
     per_direction = 32 * max(data_bytes, 1)
     return int(min(theta.shape[0], max(1, HESSIAN_MEMORY // per_direction)))
+
+
+@eqx.filter_jit
+def _information(model, theta, statistics):
+    """loglik, its gradient and minus the model's information matrix (a Hessian stand-in)."""
+    value, grad, information = model.information(theta, statistics)
+    return value, grad, -information
 
 
 @eqx.filter_jit
@@ -100,270 +104,10 @@ def _tolerance_scale(loglik) -> float:
     return max(1.0, abs(float(loglik)) / 1000)
 
 
-def _exp_interval(estimate, se) -> dict[str, np.ndarray]:
-    """exp(estimate) with the 95% interval exp(estimate -/+ 1.96 se) (Wald on the log scale).
-
-    An unbounded parameter's upper end is reported as inf, without a numpy warning.
-    """
-    with np.errstate(over="ignore"):
-        return {
-            "estimate": np.exp(estimate),
-            "lower": np.exp(estimate - Z95 * se),
-            "upper": np.exp(estimate + Z95 * se),
-        }
-
-
 def _method_name(gradient) -> str:
     if gradient is None:
         return "default"
     return repr(gradient)
-
-
-@dataclasses.dataclass(eq=False)
-class FitResult:
-    """The maximum-likelihood fit of a model: estimates, uncertainty and diagnostics.
-
-    Attributes
-    ----------
-    theta : (p,) estimates on the unconstrained scale (log-rates, effects)
-    covariance : (p, p) inverse observed information (NaN if it is not positive definite)
-    loglik : maximised log-likelihood; ``minus2loglik`` is -2 times it
-    converged : the optimiser's success flag and a small final gradient together
-    iterations, evaluations : optimiser counts
-    gradient_norm : max |d loglik / d theta| at the estimate, by the exact engine
-    information_condition : condition number of the observed information
-    """
-
-    model: object
-    statistics: object
-    theta: np.ndarray
-    covariance: np.ndarray
-    loglik: float
-    converged: bool
-    iterations: int
-    evaluations: int
-    gradient_norm: float
-    information_condition: float
-    message: str
-    gradient: str
-    optimizer: str
-    seconds: float
-    warnings: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def minus2loglik(self) -> float:
-        return -2.0 * self.loglik
-
-    @property
-    def se(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.covariance))
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return self.model.param_names
-
-    # ------------------------------------------------------------------ tables
-
-    def parameters(self) -> pd.DataFrame:
-        """theta with standard errors and 95% Wald intervals (unconstrained scale)."""
-        se = self.se
-        return pd.DataFrame(
-            {
-                "estimate": self.theta,
-                "se": se,
-                "lower": self.theta - Z95 * se,
-                "upper": self.theta + Z95 * se,
-            },
-            index=pd.Index(self.param_names, name="parameter"),
-        )
-
-    def intensities(self) -> pd.DataFrame:
-        """Baseline intensities q_rs (at the covariate means) with 95% intervals.
-
-        Intervals are ``exp(theta +/- 1.96 se)``: Wald on the log scale, as msm reports.
-        """
-        m = self.model
-        R = m.num_rates
-        theta, se = self.theta[:R], self.se[:R]
-        names = [m.transition_name(k) for k in range(R)]
-        return pd.DataFrame(
-            _exp_interval(theta, se) | {"se_log": se},
-            index=pd.Index(names, name="transition"),
-        )
-
-    def hazard_ratios(self) -> pd.DataFrame:
-        """exp(beta) per covariate and transition with 95% intervals."""
-        m = self.model
-        R = m.num_rates
-        beta, se = self.theta[R:], self.se[R:]
-        index = pd.MultiIndex.from_tuples(
-            [(m.covariates[c], m.transition_name(t)) for t, c in m.effects],
-            names=["covariate", "transition"],
-        )
-        table = _exp_interval(beta, se)
-        table["hr"] = table.pop("estimate")
-        return pd.DataFrame(
-            {k: table[k] for k in ("hr", "lower", "upper")} | {"beta": beta, "se": se},
-            index=index,
-        )
-
-    def _z(self, covariates):
-        m, st = self.model, self.statistics
-        if not m.covariates:
-            if covariates:
-                raise ValueError(f"the model has no covariates; got {covariates!r}")
-            return None
-        means = np.asarray(st.covariate_means)
-        covariates = covariates or {}
-        unknown = set(covariates) - set(m.covariates)
-        if unknown:
-            raise ValueError(f"unknown covariate(s) {sorted(unknown)}; model has {m.covariates}")
-        z = np.array([covariates.get(c, means[i]) for i, c in enumerate(m.covariates)])
-        return jnp.asarray((z - means)[None])
-
-    def qmatrix(self, covariates: dict | None = None) -> pd.DataFrame:
-        """Q at the given covariate values (default: their means)."""
-        z = self._z(covariates)
-        Q = self.model.generator(self.theta, z)
-        Q = np.asarray(Q[0] if z is not None else Q)
-        return pd.DataFrame(Q, index=list(self.model.labels), columns=list(self.model.labels))
-
-    def pmatrix(self, t: float, covariates: dict | None = None) -> pd.DataFrame:
-        """Transition probabilities P(t) = exp(tQ)."""
-        Q = self.qmatrix(covariates).to_numpy()
-        P = np.asarray(expm(jnp.asarray(t * Q), Exact()))
-        labels = list(self.model.labels)
-        return pd.DataFrame(P, index=labels, columns=labels)
-
-    def sojourn(self, covariates: dict | None = None) -> pd.DataFrame:
-        """Mean sojourn time -1/q_rr in each transient state, delta-method SE, 95% interval.
-
-        The interval is Wald on the log scale (as msm's ``sojourn.msm``).
-        """
-        m = self.model
-        z = self._z(covariates)
-        transient = [i for i in range(m.num_states) if i not in m.absorbing]
-
-        def log_sojourn(theta):
-            Q = m.generator(theta, z)
-            Q = Q[0] if z is not None else Q
-            return -jnp.log(-jnp.diagonal(Q)[jnp.array(transient)])
-
-        value = np.asarray(log_sojourn(jnp.asarray(self.theta)))
-        J = np.asarray(jax.jacobian(log_sojourn)(jnp.asarray(self.theta)))
-        se_log = np.sqrt(np.einsum("ip,pq,iq->i", J, self.covariance, J))
-        table = _exp_interval(value, se_log)
-        return pd.DataFrame(
-            {
-                "estimate": table["estimate"],
-                "se": table["estimate"] * se_log,  # delta method
-                "lower": table["lower"],
-                "upper": table["upper"],
-            },
-            index=pd.Index([m.labels[i] for i in transient], name="state"),
-        )
-
-    def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Observed and expected numbers in each state at ``times`` (msm's prevalence.msm).
-
-        Observed: each subject counts at time ``t`` if ``t`` is within its follow-up, or
-        after it entered an absorbing state; its state is the one last observed at or
-        before ``t``. Expected: the number counted at ``t`` times ``pi0 P(t)``, with
-        ``pi0`` the distribution of the subjects' first observed states (taken at time 0)
-        and ``P`` at the covariate means.
-        """
-        m = self.model
-        if data.kind != "panel":
-            raise ValueError("prevalence needs panel data (read_chains kind='panel')")
-        times = np.atleast_1d(np.asarray(times, float))
-        position = {s: i for i, s in enumerate(m.states)}
-        code = np.array([position[s] for s in data.state])
-        new = np.r_[True, data.subject[1:] != data.subject[:-1]]
-        starts = np.flatnonzero(new)
-        ends = np.r_[starts[1:], len(code)] - 1
-        absorbing = np.isin(np.arange(m.num_states), m.absorbing)
-        observed = np.zeros((len(times), m.num_states))
-        for first, last in zip(starts, ends):
-            t_sub = data.time[first : last + 1]
-            k = np.searchsorted(t_sub, times, side="right") - 1
-            inside = (k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]])
-            states = code[first + np.clip(k, 0, None)]
-            np.add.at(observed, (np.flatnonzero(inside), states[inside]), 1)
-        pi0 = np.bincount(code[starts], minlength=m.num_states) / len(starts)
-        totals = observed.sum(axis=1)
-        expected = np.stack(
-            [totals[i] * pi0 @ self.pmatrix(t).to_numpy() for i, t in enumerate(times)]
-        )
-        labels = list(m.labels)
-        index = pd.Index(times, name="time")
-        return (
-            pd.DataFrame(observed, index=index, columns=labels),
-            pd.DataFrame(expected, index=index, columns=labels),
-        )
-
-    def summary(self) -> str:
-        """An msm-like report: intensities with 95% intervals, hazard ratios, -2LL."""
-        st = self.statistics
-        lines = [
-            f"CTMC fit: {st.num_subjects} subjects, {st.num_intervals} intervals, "
-            f"{st.num_cells} distinct (covariate pattern, time step) cells",
-            f"gradient {self.gradient}, optimiser {self.optimizer}: "
-            f"{'converged' if self.converged else 'NOT CONVERGED'} in {self.iterations} "
-            f"iterations ({self.evaluations} evaluations, {self.seconds:.3f} s), "
-            f"max |gradient| {self.gradient_norm:.2e}",
-            "",
-            "Transition intensities"
-            + (" (baseline, at the covariate means)" if self.model.covariates else "")
-            + " with 95% intervals:",
-        ]
-        for name, row in self.intensities().iterrows():
-            lines.append(
-                f"  q({name:>7})  {row.estimate:10.5f}  ({row.lower:.5f}, {row.upper:.5f})"
-            )
-        if self.model.effects:
-            lines += ["", "Hazard ratios with 95% intervals:"]
-            for label, row in self.hazard_ratios().iterrows():
-                cov, name = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
-                lines.append(
-                    f"  {cov} ({name:>7})  {row.hr:10.5g}  ({row.lower:.5g}, {row.upper:.5g})"
-                )
-        lines += ["", f"-2 log-likelihood: {self.minus2loglik:.6f}"]
-        for text in self.warnings:
-            lines.append(f"WARNING: {text}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_dict(self) -> dict:
-        """Plain-Python view for JSON output."""
-
-        def table(frame):
-            out = frame.reset_index()
-            for column in out.columns:
-                if isinstance(out[column].iloc[0] if len(out) else None, tuple):
-                    out[column] = out[column].map(str)
-            return json.loads(out.to_json(orient="records"))
-
-        result = {
-            "minus2loglik": self.minus2loglik,
-            "loglik": self.loglik,
-            "converged": self.converged,
-            "iterations": self.iterations,
-            "evaluations": self.evaluations,
-            "gradient_norm": self.gradient_norm,
-            "information_condition": self.information_condition,
-            "message": self.message,
-            "gradient": self.gradient,
-            "optimizer": self.optimizer,
-            "seconds": self.seconds,
-            "warnings": list(self.warnings),
-            "parameters": table(self.parameters()),
-            "intensities": table(self.intensities()),
-        }
-        if self.model.effects:
-            result["hazard_ratios"] = table(self.hazard_ratios())
-        return result
 
 
 def fit(
@@ -382,10 +126,11 @@ def fit(
 
     Parameters
     ----------
-    model : a linest model (e.g. :class:`linest.models.CTMC`)
-    data : observed data (``read_chains`` output) or the model's statistics
-    gradient : gradient method driving the optimiser (default: the model's own,
-        for a CTMC one shared eigendecomposition with an exact derivative). Surrogates
+    model : a linest model (:class:`linest.CTMC`, :class:`linest.AdvectionDiffusion`, ...)
+    data : observed data (``read_chains`` / ``read_snapshots`` output) or the model's
+        statistics
+    gradient : gradient method driving the optimiser (default: the model's own; for a
+        CTMC one shared eigendecomposition with an exact derivative). Surrogates
         are allowed: the optimum is then where the *surrogate* gradient vanishes, and
         the result reports the exact gradient norm there.
     theta0 : starting point (default: the model's crude estimates)
@@ -397,23 +142,22 @@ def fit(
         (``g' I^-1 g / 2``, with ``I`` the observed information), or when
         ``max |d loglik/d theta| <= gtol * scale``
     information_gradient : exact method for the observed information (``jax.hessian``);
-        default ``gradient`` if that is exact, else ``Eigen()``, then ``Exact()`` where
-        ``Eigen()`` gives a non-finite result
+        the model chooses the default (a CTMC: ``gradient`` if that is exact, else
+        ``Eigen()``, then ``Exact()`` where ``Eigen()`` gives a non-finite result).
+        Ignored by models that give their own information matrix.
 
     Returns
     -------
-    FitResult
+    FitResult, or the model's subclass of it (``model.result_class``)
     """
-    if gradient is not None:
-        _check_gradient(gradient, "fit")
-    if information_gradient is None and isinstance(gradient, (Exact, Eigen)):
-        information_gradient = gradient
-    default = [Eigen(), Exact()]  # see _first_finite
-    information_methods = [information_gradient] if information_gradient is not None else default
-    drive_methods = [gradient] if gradient is not None else default
+    model.check_gradient(gradient, "fit")
+    drive_methods, information_methods = model.fit_methods(gradient, information_gradient)
+    own_information = getattr(model, "information", None)
 
     def derivatives(theta):
         theta = jnp.asarray(theta)
+        if own_information is not None:
+            return _information(model, theta, statistics)
         return _first_finite(
             information_methods, lambda m: _loglik_derivatives(model, m, theta, statistics)
         )
@@ -438,6 +182,7 @@ def fit(
             return np.inf, np.zeros_like(grad)
         return value, grad
 
+    model.preflight(theta0, statistics, gradient)
     notes: list[str] = []
     start = time.perf_counter()
     value0, _ = scipy_objective(theta0)
@@ -522,6 +267,7 @@ def fit(
     if iterations >= max_iterations:
         notes.append(f"the iteration limit {max_iterations} was reached")
     notes += problems
+    notes += model.check_estimate(theta)
     if not converged and np.isfinite(condition) and condition > 1e8:
         k = int(np.argmax(np.diag(covariance)))
         notes.append(
@@ -531,7 +277,7 @@ def fit(
         )
     for note in notes:
         warnings.warn(note, FitWarning, stacklevel=2)
-    return FitResult(
+    return model.result_class(
         model=model,
         statistics=reported,
         theta=theta,
@@ -547,6 +293,7 @@ def fit(
         optimizer=optimizer,
         seconds=seconds,
         warnings=notes,
+        information="observed" if own_information is None else "expected",
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["plot_posterior", "plot_prevalence"]
+__all__ = ["plot_posterior", "plot_prevalence", "plot_snapshots", "plot_velocity"]
 
 
 def plot_prevalence(result, data, times=None):
@@ -67,3 +68,145 @@ def plot_posterior(tree, prefix) -> list[str]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+def plot_snapshots(result, data, times=None):
+    """Observed, fitted and residual fields per snapshot, and the estimated velocity field.
+
+    Rows: the snapshots (all, or those at ``times``); columns: observed, fitted, residual
+    (whole-grid data; sensor data are shown as observed vs fitted scatter). The last
+    panel is :func:`plot_velocity`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    model = result.model
+    statistics = model.statistics(data)
+    fitted = result.fitted(data)
+    observed = np.asarray(statistics.values)
+    all_times = np.asarray(statistics.times)
+    rows = (
+        range(len(all_times))
+        if times is None
+        else [int(np.argmin(abs(all_times - t))) for t in times]
+    )
+    rows = list(rows)
+    if statistics.sensors is not None or model.ndim == 1:
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        predictions = np.asarray(model._observe(jnp.asarray(fitted), statistics))
+        for k in rows:
+            axes[0].plot(
+                observed[k].ravel(),
+                predictions[k].ravel(),
+                ".",
+                ms=3,
+                label=f"t = {all_times[k]:g}",
+            )
+        low, high = observed.min(), observed.max()
+        axes[0].plot([low, high], [low, high], "k-", lw=0.8)
+        axes[0].set_xlabel("observed")
+        axes[0].set_ylabel("fitted")
+        axes[0].legend(fontsize=8)
+        plot_velocity(result, ax=axes[1])
+        figure.tight_layout()
+        return figure
+    figure, axes = plt.subplots(len(rows) + 1, 3, figsize=(10, 3.1 * (len(rows) + 1)))
+    extent = (0, model.length[1], 0, model.length[0])
+    vmin, vmax = observed.min(), observed.max()
+    for r, k in enumerate(rows):
+        residual = observed[k] - fitted[k]
+        for c, (field, title, cmap, limits) in enumerate(
+            (
+                (observed[k], "observed", "viridis", (vmin, vmax)),
+                (fitted[k], "fitted", "viridis", (vmin, vmax)),
+                (residual, "residual", "RdBu_r", (-np.abs(residual).max(), np.abs(residual).max())),
+            )
+        ):
+            image = axes[r, c].imshow(
+                field, origin="lower", extent=extent, cmap=cmap, vmin=limits[0], vmax=limits[1]
+            )
+            axes[r, c].set_title(f"{title}, t = {all_times[k]:g}", fontsize=9)
+            figure.colorbar(image, ax=axes[r, c], shrink=0.8)
+    for c in (1, 2):
+        axes[-1, c].axis("off")
+    plot_velocity(result, ax=axes[-1, 0])
+    figure.tight_layout()
+    return figure
+
+
+def plot_velocity(result, truth=None, ax=None):
+    """Quiver of the estimated velocity at its coarse nodes, arrows coloured by their
+    standard error (``sqrt(se_x^2 + se_y^2)``), with 95% error ellipses (axis-aligned, from
+    the per-component intervals) at the arrow tips; ``truth`` (an array ``(2, *coarse)``)
+    is drawn in black for comparison."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    model = result.model
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 5))
+    table = result.velocity()
+    if model.ndim == 1:
+        ax.errorbar(
+            table["x"],
+            table["u_x"],
+            yerr=table["upper_x"] - table["u_x"],
+            fmt="o",
+            capsize=3,
+            label="estimate, 95%",
+        )
+        if truth is not None:
+            ax.plot(table["x"], np.ravel(truth), "kx", label="truth")
+        ax.set_xlabel("x")
+        ax.set_ylabel("u")
+        ax.legend(fontsize=8)
+        return ax.figure
+    x, y = table["x"].to_numpy(), table["y"].to_numpy()
+    u, v = table["u_x"].to_numpy(), table["u_y"].to_numpy()
+    se = np.hypot(table["se_x"], table["se_y"]).to_numpy()
+    scale = (
+        0.5
+        * min(model.length)
+        / max(model.coarse or (1,))
+        / max(float(np.abs(np.r_[u, v]).max()), 1e-12)
+    )
+    arrows = ax.quiver(
+        x, y, u * scale, v * scale, se, angles="xy", scale_units="xy", scale=1, cmap="plasma"
+    )
+    ax.figure.colorbar(arrows, ax=ax, shrink=0.8, label="standard error of u")
+    for xi, yi, ui, vi, sx, sy in zip(x, y, u, v, table["se_x"], table["se_y"]):
+        ax.add_patch(
+            Ellipse(
+                (xi + ui * scale, yi + vi * scale),
+                2 * 1.96 * sx * scale,
+                2 * 1.96 * sy * scale,
+                fill=False,
+                lw=0.6,
+                color="0.4",
+            )
+        )
+    if truth is not None:
+        truth = np.asarray(truth).reshape(2, -1)
+        ax.quiver(
+            x,
+            y,
+            truth[1] * scale,
+            truth[0] * scale,
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            color="k",
+            width=0.003,
+            label="truth",
+        )
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_xlim(0, model.length[1])
+    ax.set_ylim(0, model.length[0])
+    ax.set_aspect("equal")
+    ax.set_title("velocity (arrows), 95% ellipses", fontsize=9)
+    return ax.figure

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -41,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linest.engine import _check_gradient
+from linest._io import atomic_write
 from linest.models.base import for_compute
 from linest.priors import Prior, PriorError
 
@@ -294,29 +293,21 @@ def _draws_tree(model, records, checkpoint, statistics, attrs, loglik):
         groups["log_likelihood"] = {"obs": loglik[0]}
         dims["obs"] = [dim]
         coords[dim] = labels
-    counts = getattr(statistics, "counts", None)
-    if counts is not None and hasattr(model, "states"):
-        table = np.asarray(counts).sum(axis=0)
-        exact = np.asarray(statistics.exact_counts).sum(axis=0)
-        for slot, state in enumerate(model.exact):
-            table[:, state] += exact[:, slot]
-        groups["observed_data"] = {"transitions": table}
-        dims["transitions"] = ["from_state", "to_state"]
-        coords["from_state"] = [str(s) for s in model.states]
-        coords["to_state"] = [str(s) for s in model.states]
+    observed = model.observed_data(statistics)
+    if observed:
+        groups["observed_data"] = {}
+        for name, (values, names, labels) in observed.items():
+            groups["observed_data"][name] = values
+            dims[name] = list(names)
+            coords.update(labels)
     tree = az.from_dict(groups, dims=dims, coords=coords)
     tree.attrs.update(attrs)
     return tree
 
 
 def _write(tree, path: Path) -> None:
-    """Write the DataTree to a temporary sibling, then rename it onto ``path`` (atomic)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the DataTree atomically (a killed run leaves the previous block's file)."""
+    atomic_write(path, lambda tmp: tree.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def _load(path: Path, settings: _Settings):
@@ -417,8 +408,8 @@ def sample(
     ``rate`` and ``hazard_ratio``), sample_stats, log_likelihood, observed_data, and
     ``linest_checkpoint`` (the state a resumed run needs).
     """
-    if gradient is not None:
-        _check_gradient(gradient, "sample")
+    model.check_gradient(gradient, "sample")
+    gradient, devices = model.sampling_setup(gradient, devices)
     if kernel not in ("nuts", "hmc"):
         raise SamplingError(f"sample: kernel={kernel!r}; expected 'nuts' or 'hmc'")
     for name, value, low in (
@@ -504,6 +495,7 @@ def sample(
 
     if checkpoint is None:
         theta0 = _initial(model, compute, init, num_chains, key)
+        model.preflight(np.asarray(theta0[0]), compute, gradient)
         start = time.perf_counter()
         say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
         warm = _over_chains("warmup", tuple(chosen), num_chains)

@@ -6,6 +6,7 @@ from linest.gradients.autodiff import AutoDiff
 from linest.gradients.base import AbstractGradient
 from linest.gradients.eigen import Eigen
 from linest.gradients.exact import Exact
+from linest.gradients.fourier import Circulant, Fourier
 from linest.gradients.surrogate import SeriesSurrogate, Surrogate
 
 __all__ = [
@@ -13,8 +14,10 @@ __all__ = [
     "Adjoint",
     "Asymptotic",
     "AutoDiff",
+    "Circulant",
     "Eigen",
     "Exact",
+    "Fourier",
     "SeriesSurrogate",
     "Surrogate",
 ]

@@ -1,6 +1,24 @@
 """Model classes sharing the gradient engine: each maps theta to A(theta) and scores data."""
 
+from linest.models.advection_diffusion import (
+    AdvectionDiffusion,
+    Snapshots,
+    read_snapshots,
+    write_snapshots,
+)
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import CTMC, CTMCStatistics
 
-__all__ = ["CTMC", "AbstractLinearModel", "CTMCStatistics"]
+#: Model kinds by the name a spec file's ``model.type`` gives them.
+KINDS = {"ctmc": CTMC, "advection_diffusion": AdvectionDiffusion}
+
+__all__ = [
+    "CTMC",
+    "KINDS",
+    "AbstractLinearModel",
+    "AdvectionDiffusion",
+    "CTMCStatistics",
+    "Snapshots",
+    "read_snapshots",
+    "write_snapshots",
+]

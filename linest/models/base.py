@@ -9,6 +9,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from linest.models.result import FitResult
+
 
 class AbstractLinearModel(eqx.Module):
     """A linear ODE model ``dx/dt = A(theta) x`` scored against data.
@@ -63,6 +65,47 @@ class AbstractLinearModel(eqx.Module):
 
     def observation_labels(self, statistics) -> tuple[str, list] | None:
         """The dimension name and labels of :meth:`pointwise_loglik`'s output."""
+        return None
+
+    # ---- What fit, sample and the command line ask of a model. The defaults suit a
+    # model whose likelihood goes through exp(M) of dense matrices (the engine's methods).
+
+    @property
+    def result_class(self) -> type[FitResult]:
+        """The :class:`FitResult` subclass ``linest.fit`` returns (the model's own views)."""
+        return FitResult
+
+    def check_gradient(self, gradient, caller: str) -> None:
+        """Raise if ``gradient`` is not a method this model can use (None: the default)."""
+        from linest.engine import _check_gradient
+
+        if gradient is not None:
+            _check_gradient(gradient, caller)
+
+    def fit_methods(self, gradient, information_gradient=None) -> tuple[tuple, tuple]:
+        """(methods driving the optimiser, exact methods for the Hessian), each tried in
+        order until one gives finite numbers; None means the model's default."""
+        from linest.gradients import Exact
+
+        information = information_gradient
+        if information is None:
+            information = gradient if isinstance(gradient, Exact) or gradient is None else Exact()
+        return (gradient,), (information,)
+
+    def sampling_setup(self, gradient, devices):
+        """(gradient, devices) for ``linest.sample``: the model may choose its HMC force
+        and restrict the devices its solver can be sharded over."""
+        return gradient, devices
+
+    def preflight(self, theta, statistics, gradient=None) -> None:
+        """Raise a clear error, before any long computation, if ``theta`` cannot be evaluated."""
+
+    def check_estimate(self, theta) -> list[str]:
+        """Concerns about an estimate beyond the optimiser's (warnings for the fit's report)."""
+        return []
+
+    def observed_data(self, statistics) -> dict | None:
+        """``{name: (array, dims, coords)}`` for ArviZ's observed_data group, or None."""
         return None
 
 

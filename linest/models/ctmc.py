@@ -31,13 +31,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
-from linest.data import Chains, DataError, state_key
-from linest.engine import expm_times
-from linest.gradients import Eigen
+from linest.data import Chains, DataError, read_chains, state_key
+from linest.engine import expm, expm_times
+from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
+from linest.models.result import FitResult, exp_interval
 
-__all__ = ["CTMC", "CTMCStatistics"]
+__all__ = ["CTMC", "CTMCFit", "CTMCStatistics"]
 
 #: The default gradient method of CTMC likelihoods: one eigendecomposition per
 #: covariate pattern shared by all time steps, exact, falling back to the Pade Frechet
@@ -584,6 +586,97 @@ class CTMC(AbstractLinearModel):
     def _allowed(self) -> str:
         return ", ".join(self.transition_name(k) for k in range(self.num_rates))
 
+    # ------------------------------------------------------------------ specs
+
+    spec_keys: ClassVar[dict[str, str]] = {
+        "states": "state codes as in the data",
+        "labels": "display names of the states",
+        "transitions": 'allowed transitions, e.g. ["1-2", "2-1"]',
+        "exact": "absorbing states entered at exactly known times (msm's deathexact)",
+        "covariates": "covariate columns acting on every intensity",
+        "effects": "[transition, covariate] pairs, when not every covariate acts everywhere",
+    }
+    data_keys: ClassVar[dict[str, str]] = {
+        "kind": '"panel" (default), "paths" or "counts"',
+        "subject": "subject column",
+        "time": "time column",
+        "state": "state column",
+        "covariates": "(ignored: the model's covariates are read)",
+        "from": "from-state column (counts)",
+        "to": "to-state column (counts)",
+        "count": "count column (counts)",
+        "lag": "lag column, or one number for every row (counts)",
+        "missing": '"error" (default) or "drop" (msm\'s na.omit)',
+    }
+    numeric_data_keys: ClassVar[tuple[str, ...]] = ("lag",)
+
+    @classmethod
+    def from_spec(cls, table: dict, where: str) -> CTMC:
+        """The model from a spec file's ``[model]`` table."""
+        for key in ("states", "transitions"):
+            if key not in table:
+                raise ValueError(f"{where}: model.{key} is required")
+            if not isinstance(table[key], list):
+                raise ValueError(f"{where}: model.{key} must be a list")
+        return cls(
+            states=table["states"],
+            transitions=table["transitions"],
+            exact=table.get("exact", []),
+            covariates=table.get("covariates", []),
+            effects=table.get("effects"),
+            labels=table.get("labels"),
+        )
+
+    def read_data(self, source, **columns) -> Chains:
+        """Read the spec's data file with :func:`linest.read_chains` and this model's covariates."""
+        columns = dict(columns)
+        columns.pop("covariates", None)
+        if "from" in columns:
+            columns["state_from"] = columns.pop("from")
+        if "to" in columns:
+            columns["state_to"] = columns.pop("to")
+        return read_chains(source=source, covariates=list(self.covariates), **columns)
+
+    # ------------------------------------------------------------------ fit hooks
+
+    @property
+    def result_class(self) -> type[FitResult]:
+        return CTMCFit
+
+    def fit_methods(self, gradient, information_gradient=None):
+        """One shared eigendecomposition, then the Pade Frechet derivative where it is NaN."""
+        default = (Eigen(), Exact())
+        if information_gradient is None and isinstance(gradient, (Exact, Eigen)):
+            information_gradient = gradient
+        drive = (gradient,) if gradient is not None else default
+        information = (information_gradient,) if information_gradient is not None else default
+        return drive, information
+
+    def describe_fit(self, statistics) -> str:
+        st = statistics
+        return (
+            f"CTMC fit: {st.num_subjects} subjects, {st.num_intervals} intervals, "
+            f"{st.num_cells} distinct (covariate pattern, time step) cells"
+        )
+
+    def observed_data(self, statistics):
+        """The transition count table (from state, to state) for ArviZ's observed_data."""
+        counts = getattr(statistics, "counts", None)
+        if counts is None:
+            return None
+        table = np.asarray(counts).sum(axis=0)
+        exact = np.asarray(statistics.exact_counts).sum(axis=0)
+        for slot, state in enumerate(self.exact):
+            table[:, state] += exact[:, slot]
+        labels = [str(s) for s in self.states]
+        return {
+            "transitions": (
+                table,
+                ["from_state", "to_state"],
+                {"from_state": labels, "to_state": labels},
+            )
+        }
+
     # ------------------------------------------------------------------ starting values
 
     def initial_theta(self, statistics: CTMCStatistics) -> np.ndarray:
@@ -623,3 +716,162 @@ def _unique_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((1, 0)), np.zeros(len(z), int)
     patterns, group = np.unique(z, axis=0, return_inverse=True)
     return patterns, group.reshape(-1)
+
+
+class CTMCFit(FitResult):
+    """A CTMC's fit: intensities, hazard ratios, P(t), sojourn times, prevalence."""
+
+    def intensities(self) -> pd.DataFrame:
+        """Baseline intensities q_rs (at the covariate means) with 95% intervals.
+
+        Intervals are ``exp(theta +/- 1.96 se)``: Wald on the log scale, as msm reports.
+        """
+        m = self.model
+        R = m.num_rates
+        theta, se = self.theta[:R], self.se[:R]
+        names = [m.transition_name(k) for k in range(R)]
+        return pd.DataFrame(
+            exp_interval(theta, se) | {"se_log": se},
+            index=pd.Index(names, name="transition"),
+        )
+
+    def hazard_ratios(self) -> pd.DataFrame:
+        """exp(beta) per covariate and transition with 95% intervals."""
+        m = self.model
+        R = m.num_rates
+        beta, se = self.theta[R:], self.se[R:]
+        index = pd.MultiIndex.from_tuples(
+            [(m.covariates[c], m.transition_name(t)) for t, c in m.effects],
+            names=["covariate", "transition"],
+        )
+        table = exp_interval(beta, se)
+        table["hr"] = table.pop("estimate")
+        return pd.DataFrame(
+            {k: table[k] for k in ("hr", "lower", "upper")} | {"beta": beta, "se": se},
+            index=index,
+        )
+
+    def _z(self, covariates):
+        m, st = self.model, self.statistics
+        if not m.covariates:
+            if covariates:
+                raise ValueError(f"the model has no covariates; got {covariates!r}")
+            return None
+        means = np.asarray(st.covariate_means)
+        covariates = covariates or {}
+        unknown = set(covariates) - set(m.covariates)
+        if unknown:
+            raise ValueError(f"unknown covariate(s) {sorted(unknown)}; model has {m.covariates}")
+        z = np.array([covariates.get(c, means[i]) for i, c in enumerate(m.covariates)])
+        return jnp.asarray((z - means)[None])
+
+    def qmatrix(self, covariates: dict | None = None) -> pd.DataFrame:
+        """Q at the given covariate values (default: their means)."""
+        z = self._z(covariates)
+        Q = self.model.generator(self.theta, z)
+        Q = np.asarray(Q[0] if z is not None else Q)
+        return pd.DataFrame(Q, index=list(self.model.labels), columns=list(self.model.labels))
+
+    def pmatrix(self, t: float, covariates: dict | None = None) -> pd.DataFrame:
+        """Transition probabilities P(t) = exp(tQ)."""
+        Q = self.qmatrix(covariates).to_numpy()
+        P = np.asarray(expm(jnp.asarray(t * Q), Exact()))
+        labels = list(self.model.labels)
+        return pd.DataFrame(P, index=labels, columns=labels)
+
+    def sojourn(self, covariates: dict | None = None) -> pd.DataFrame:
+        """Mean sojourn time -1/q_rr in each transient state, delta-method SE, 95% interval.
+
+        The interval is Wald on the log scale (as msm's ``sojourn.msm``).
+        """
+        m = self.model
+        z = self._z(covariates)
+        transient = [i for i in range(m.num_states) if i not in m.absorbing]
+
+        def log_sojourn(theta):
+            Q = m.generator(theta, z)
+            Q = Q[0] if z is not None else Q
+            return -jnp.log(-jnp.diagonal(Q)[jnp.array(transient)])
+
+        value = np.asarray(log_sojourn(jnp.asarray(self.theta)))
+        J = np.asarray(jax.jacobian(log_sojourn)(jnp.asarray(self.theta)))
+        se_log = np.sqrt(np.einsum("ip,pq,iq->i", J, self.covariance, J))
+        table = exp_interval(value, se_log)
+        return pd.DataFrame(
+            {
+                "estimate": table["estimate"],
+                "se": table["estimate"] * se_log,  # delta method
+                "lower": table["lower"],
+                "upper": table["upper"],
+            },
+            index=pd.Index([m.labels[i] for i in transient], name="state"),
+        )
+
+    def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Observed and expected numbers in each state at ``times`` (msm's prevalence.msm).
+
+        Observed: each subject counts at time ``t`` if ``t`` is within its follow-up, or
+        after it entered an absorbing state; its state is the one last observed at or
+        before ``t``. Expected: the number counted at ``t`` times ``pi0 P(t)``, with
+        ``pi0`` the distribution of the subjects' first observed states (taken at time 0)
+        and ``P`` at the covariate means.
+        """
+        m = self.model
+        if data.kind != "panel":
+            raise ValueError("prevalence needs panel data (read_chains kind='panel')")
+        times = np.atleast_1d(np.asarray(times, float))
+        position = {s: i for i, s in enumerate(m.states)}
+        code = np.array([position[s] for s in data.state])
+        new = np.r_[True, data.subject[1:] != data.subject[:-1]]
+        starts = np.flatnonzero(new)
+        ends = np.r_[starts[1:], len(code)] - 1
+        absorbing = np.isin(np.arange(m.num_states), m.absorbing)
+        observed = np.zeros((len(times), m.num_states))
+        for first, last in zip(starts, ends):
+            t_sub = data.time[first : last + 1]
+            k = np.searchsorted(t_sub, times, side="right") - 1
+            inside = (k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]])
+            states = code[first + np.clip(k, 0, None)]
+            np.add.at(observed, (np.flatnonzero(inside), states[inside]), 1)
+        pi0 = np.bincount(code[starts], minlength=m.num_states) / len(starts)
+        totals = observed.sum(axis=1)
+        expected = np.stack(
+            [totals[i] * pi0 @ self.pmatrix(t).to_numpy() for i, t in enumerate(times)]
+        )
+        labels = list(m.labels)
+        index = pd.Index(times, name="time")
+        return (
+            pd.DataFrame(observed, index=index, columns=labels),
+            pd.DataFrame(expected, index=index, columns=labels),
+        )
+
+    def _body(self) -> list[str]:
+        lines = [
+            "Transition intensities"
+            + (" (baseline, at the covariate means)" if self.model.covariates else "")
+            + " with 95% intervals:",
+        ]
+        for name, row in self.intensities().iterrows():
+            lines.append(
+                f"  q({name:>7})  {row.estimate:10.5f}  ({row.lower:.5f}, {row.upper:.5f})"
+            )
+        if self.model.effects:
+            lines += ["", "Hazard ratios with 95% intervals:"]
+            for label, row in self.hazard_ratios().iterrows():
+                cov, name = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
+                lines.append(
+                    f"  {cov} ({name:>7})  {row.hr:10.5g}  ({row.lower:.5g}, {row.upper:.5g})"
+                )
+        return lines
+
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        tables = {"intensities": self.intensities()}
+        if self.model.effects:
+            tables["hazard_ratios"] = self.hazard_ratios()
+        return tables
+
+    def plot(self, data):
+        """Observed and expected prevalence (msm's plot.prevalence.msm)."""
+        from linest.plots import plot_prevalence
+
+        return plot_prevalence(self, data)

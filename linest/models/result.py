@@ -1,0 +1,180 @@
+"""The result of a maximum-likelihood fit, shared by every model.
+
+:class:`FitResult` holds the estimates, the covariance (inverse information) and the
+diagnostics, and gives the views every model has: the parameters on their fitting
+scale, positive parameters on their natural scale, a printed summary and JSON. A model
+with views of its own (a CTMC's intensities, a grid model's velocity field) subclasses
+it and names the subclass as its ``result_class``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Z95", "FitResult", "exp_interval"]
+
+Z95 = 1.959963984540054  # standard normal 97.5% quantile
+
+
+def exp_interval(estimate, se) -> dict[str, np.ndarray]:
+    """exp(estimate) with the 95% interval exp(estimate -/+ 1.96 se) (Wald on the log scale).
+
+    An unbounded parameter's upper end is reported as inf, without a numpy warning.
+    """
+    with np.errstate(over="ignore"):
+        return {
+            "estimate": np.exp(estimate),
+            "lower": np.exp(estimate - Z95 * se),
+            "upper": np.exp(estimate + Z95 * se),
+        }
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """A table as JSON-ready records (tuple labels as strings)."""
+    out = frame.reset_index()
+    for column in out.columns:
+        if isinstance(out[column].iloc[0] if len(out) else None, tuple):
+            out[column] = out[column].map(str)
+    return json.loads(out.to_json(orient="records") or "[]")
+
+
+@dataclasses.dataclass(eq=False)
+class FitResult:
+    """The maximum-likelihood fit of a model: estimates, uncertainty and diagnostics.
+
+    Attributes
+    ----------
+    theta : (p,) estimates on the unconstrained scale (log-rates, effects, log kappa...)
+    covariance : (p, p) inverse information (NaN if it is not positive definite)
+    loglik : maximised log-likelihood; ``minus2loglik`` is -2 times it
+    converged : an optimality check passed (see :func:`linest.fit`)
+    iterations, evaluations : optimiser counts
+    gradient_norm : max |d loglik / d theta| at the estimate, by an exact method
+    information_condition : condition number of the information matrix
+    information : ``"observed"`` (-Hessian) or ``"expected"`` (Fisher), as the model gives it
+    """
+
+    model: object
+    statistics: object
+    theta: np.ndarray
+    covariance: np.ndarray
+    loglik: float
+    converged: bool
+    iterations: int
+    evaluations: int
+    gradient_norm: float
+    information_condition: float
+    message: str
+    gradient: str
+    optimizer: str
+    seconds: float
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    information: str = "observed"
+
+    @property
+    def minus2loglik(self) -> float:
+        return -2.0 * self.loglik
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.covariance))
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.model.param_names
+
+    # ------------------------------------------------------------------ tables
+
+    def parameters(self) -> pd.DataFrame:
+        """theta with standard errors and 95% Wald intervals (unconstrained scale)."""
+        se = self.se
+        return pd.DataFrame(
+            {
+                "estimate": self.theta,
+                "se": se,
+                "lower": self.theta - Z95 * se,
+                "upper": self.theta + Z95 * se,
+            },
+            index=pd.Index(self.param_names, name="parameter"),
+        )
+
+    def natural(self) -> pd.DataFrame:
+        """Every parameter on its natural scale: ``exp`` of log-parameters (interval
+        ``exp(theta -/+ 1.96 se)``), the others as they are (``theta -/+ 1.96 se``)."""
+        rows = {}
+        se = self.se
+        for i, (name, positive) in enumerate(zip(self.param_names, self.model.param_positive)):
+            if positive:
+                label = name[4:] if name.startswith("log ") else f"exp({name})"
+                row = {k: float(v) for k, v in exp_interval(self.theta[i], se[i]).items()}
+            else:
+                label, t = name, self.theta[i]
+                row = {"estimate": t, "lower": t - Z95 * se[i], "upper": t + Z95 * se[i]}
+            rows[label] = row | {"se_theta": se[i]}
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.index.name = "parameter"
+        return frame
+
+    # ------------------------------------------------------------------ report
+
+    def _status(self) -> str:
+        return (
+            f"gradient {self.gradient}, optimiser {self.optimizer}: "
+            f"{'converged' if self.converged else 'NOT CONVERGED'} in {self.iterations} "
+            f"iterations ({self.evaluations} evaluations, {self.seconds:.3f} s), "
+            f"max |gradient| {self.gradient_norm:.2e}"
+        )
+
+    def _body(self) -> list[str]:
+        """The model's tables in the summary (natural-scale parameters by default)."""
+        lines = [f"Parameters with 95% intervals ({self.information} information):"]
+        for name, row in self.natural().iterrows():
+            lines.append(f"  {name:>24}  {row.estimate:12.6g}  ({row.lower:.6g}, {row.upper:.6g})")
+        return lines
+
+    def summary(self) -> str:
+        """A report: the data, the optimiser's verdict, the estimates, -2LL, warnings."""
+        describe = getattr(self.model, "describe_fit", None)
+        head = describe(self.statistics) if describe else type(self.model).__name__
+        lines = [head, self._status(), "", *self._body()]
+        lines += ["", f"-2 log-likelihood: {self.minus2loglik:.6f}"]
+        for text in self.warnings:
+            lines.append(f"WARNING: {text}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        """Extra named tables for :meth:`to_dict` (a model's own views)."""
+        return {"natural": self.natural()}
+
+    def to_dict(self) -> dict:
+        """Plain-Python view for JSON output."""
+        result = {
+            "minus2loglik": self.minus2loglik,
+            "loglik": self.loglik,
+            "converged": self.converged,
+            "iterations": self.iterations,
+            "evaluations": self.evaluations,
+            "gradient_norm": self.gradient_norm,
+            "information_condition": self.information_condition,
+            "information": self.information,
+            "message": self.message,
+            "gradient": self.gradient,
+            "optimizer": self.optimizer,
+            "seconds": self.seconds,
+            "warnings": list(self.warnings),
+            "parameters": records(self.parameters()),
+        }
+        for name, frame in self._tables().items():
+            result[name] = records(frame)
+        return result
+
+    def plot(self, data):
+        """A figure of the fit against ``data`` (each model draws its own)."""
+        raise NotImplementedError(f"{type(self.model).__name__} fits have no plot")
