@@ -43,6 +43,8 @@ demo: $(VENV)/.installed-test
 	$(BIN)/linest fit models/cav.toml --covariates sex
 	$(BIN)/linest sample models/cav.toml --chains 4 --warmup 300 --draws 300 --out cav-posterior.nc --overwrite --plots cav
 	$(BIN)/python examples/compare_gradients.py
+	$(BIN)/linest fit models/advection_diffusion_2d.toml --plot ad-fit.png
+	$(BIN)/python examples/advection_diffusion.py --out .
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

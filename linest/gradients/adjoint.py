@@ -24,11 +24,7 @@ class Adjoint(eqx.Module):
     solver : diffrax solver
         Default (None) ``diffrax.Tsit5()`` (explicit, 5th order). For stiff ``A`` (large
         diffusion on a fine grid, fast rates) use an implicit solver such as
-        ``diffrax.Kvaerno5()``, or an IMEX solver (``diffrax.KenCarp4()``...) when ``A``
-        is an operator with ``split() -> (explicit, implicit)``: the implicit part is
-        then solved by the solver's root finder (give it a matrix-free linear solver,
-        e.g. ``diffrax.VeryChord(rtol, atol, linear_solver=lineax.GMRES(...))``, for
-        large grids).
+        ``diffrax.Kvaerno5()``.
     adjoint : diffrax adjoint
         ``diffrax.RecursiveCheckpointAdjoint()`` (default, None): exact gradient of the
         discrete solve, memory ``O(checkpoints * size(x))``.
@@ -67,24 +63,9 @@ class Adjoint(eqx.Module):
         def field(t, y, operator):
             return operator(y)
 
-        if isinstance(solver, _imex_solvers()):
-            split = getattr(operator, "split", None)
-            if split is None:
-                raise TypeError(
-                    f"Adjoint(solver={type(solver).__name__}()) is an IMEX solver: A must be an "
-                    "operator with a split() -> (explicit part, implicit part) method, such as "
-                    "AdvectionDiffusion's operator (advection explicit, diffusion implicit)"
-                )
-            operator = split()
-            terms = diffrax.MultiTerm(
-                diffrax.ODETerm(lambda t, y, ops: ops[0](y)),
-                diffrax.ODETerm(lambda t, y, ops: ops[1](y)),
-            )
-        else:
-            terms = diffrax.ODETerm(field)
         t1 = ts[-1]
         solution = diffrax.diffeqsolve(
-            terms,
+            diffrax.ODETerm(field),
             solver,
             t0=jnp.zeros((), ts.dtype),
             t1=t1,
@@ -102,12 +83,6 @@ class Adjoint(eqx.Module):
             ok = solution.result == diffrax.RESULTS.successful
             ys = jnp.where(ok, ys, jnp.nan)
         return ys
-
-
-def _imex_solvers() -> tuple[type, ...]:
-    import diffrax
-
-    return (diffrax.KenCarp3, diffrax.KenCarp4, diffrax.KenCarp5, diffrax.Sil3)
 
 
 class _Matvec(eqx.Module):

@@ -55,12 +55,14 @@ initial field ``theta(0)`` is known (given with the data). Read them from NetCDF
   and its adjoint; ``adjoint=diffrax.RecursiveCheckpointAdjoint()`` (default) gives
   the exact gradient of the discrete solve with memory of a few checkpoints,
   ``diffrax.BacksolveAdjoint()`` the continuous adjoint (memory of one state, gradient
-  accurate to the tolerances). Solvers: the explicit ``Tsit5`` (default) needs about
-  ``T rho(A) / 3.5`` steps, with ``rho(A) ~ 4 d kappa / h^2``: fine up to a few
-  hundred steps (64 x 64 and 128 x 128 grids for the shipped data set); for finer
-  grids use the IMEX ``diffrax.KenCarp4()`` (advection explicit, diffusion implicit;
-  steps set by accuracy, not stability). Step counts measured on the shipped problem
-  are in ``benchmarks/RESULTS.md``.
+  accurate to the tolerances). The solver is the explicit ``Tsit5`` with 16
+  checkpoints: it needs about ``T rho(A) / 3.5`` steps, ``rho(A) ~ 4 d kappa / h^2``,
+  set by stability rather than accuracy (48 steps to t = 1 on the shipped 64 x 64
+  problem; the cost of a solve grows as ``n^4`` on an ``n x n`` grid: 5 ms, 0.1 s and
+  2.6 s at n = 64, 128, 256 on a 2-core CPU). An IMEX split (diffrax's KenCarp4,
+  diffusion implicit) was tried and does not work here yet: with diffrax's default
+  root finder it materialises the Jacobian and its solve returned NaN; with a
+  matrix-free lineax GMRES it failed to trace. Numbers in ``benchmarks/RESULTS.md``.
 * :class:`linest.Surrogate` ``(rule, nodes)``: the notes' eq. 4.7 by quadrature on each
   interval between snapshots, ``rho = sum_j w_j dt S(dt - s_j) J S(s_j) theta_prev``,
   adjoint form: the states and adjoint states are needed only at the quadrature nodes,
@@ -149,13 +151,6 @@ class AdvectionDiffusionOperator(eqx.Module):
                 flux = flux - self.kappa * (after - v) / h
             out = out - (flux - jnp.roll(flux, 1, axis)) / h
         return out
-
-    def split(self):
-        """(advection, diffusion): the explicit and implicit parts of an IMEX solve."""
-        return (
-            dataclasses.replace(self, parts="advection"),
-            dataclasses.replace(self, parts="diffusion"),
-        )
 
     def transpose(self) -> _Transposed:
         return _Transposed(self)
@@ -470,7 +465,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         self.sigma = None if sigma is None else float(sigma)
         if solver is not None and not isinstance(solver, Adjoint):
             raise ValueError(f"{caller}: solver must be a linest.Adjoint(...); got {solver!r}")
-        self.solver = Adjoint(max_steps=16384, throw=False) if solver is None else solver
+        self.solver = _default_solver() if solver is None else solver
 
     # ------------------------------------------------------------------ structure
 
@@ -962,7 +957,6 @@ class AdvectionDiffusion(AbstractLinearModel):
         "coarse": "nodes of the velocity grid: m or [my, mx]",
         "scheme": '"central" (default) or "upwind"',
         "sigma": "known noise standard deviation (omit to estimate it)",
-        "solver": '"tsit5" (default, explicit) or "kencarp4" (IMEX)',
         "rtol": "solver relative tolerance",
         "atol": "solver absolute tolerance",
         "max_steps": "solver step limit",
@@ -998,20 +992,9 @@ class AdvectionDiffusion(AbstractLinearModel):
 
         if "shape" not in table:
             raise ValueError(f"{where}: model.shape is required ({cls.spec_keys['shape']})")
-        for key in ("velocity", "scheme", "solver"):
+        for key in ("velocity", "scheme"):
             if key in table and not isinstance(table[key], str):
                 raise ValueError(f"{where}: model.{key} must be a string, got {table[key]!r}")
-        solver_name = table.get("solver", "tsit5").lower()
-        solvers = {
-            "tsit5": "Tsit5",
-            "kencarp4": "KenCarp4",
-            "kencarp5": "KenCarp5",
-            "kvaerno5": "Kvaerno5",
-        }
-        if solver_name not in solvers:
-            raise ValueError(
-                f"{where}: model.solver = {solver_name!r}; expected one of {sorted(solvers)}"
-            )
         options = {}
         for key in ("rtol", "atol"):
             if key in table:
@@ -1019,11 +1002,6 @@ class AdvectionDiffusion(AbstractLinearModel):
         options["max_steps"] = (
             int(number("max_steps", integer=True)) if "max_steps" in table else 16384
         )
-        solver = None
-        if solver_name != "tsit5":
-            import diffrax
-
-            solver = getattr(diffrax, solvers[solver_name])()
         try:
             return cls(
                 shape=numbers("shape", integer=True),
@@ -1032,7 +1010,7 @@ class AdvectionDiffusion(AbstractLinearModel):
                 coarse=numbers("coarse", integer=True) if "coarse" in table else None,
                 scheme=table.get("scheme", "central"),
                 sigma=float(number("sigma")) if "sigma" in table else None,
-                solver=Adjoint(solver=solver, throw=False, **options),
+                solver=dataclasses.replace(_default_solver(), **options),
             )
         except ValueError as error:
             raise ValueError(f"{where}: [model]: {error}") from None
@@ -1086,8 +1064,9 @@ class AdvectionDiffusion(AbstractLinearModel):
             raise ValueError(
                 f"solver: an explicit solve to t = {float(np.asarray(statistics.times)[-1]):g} "
                 f"needs about {steps:.3g} steps (stability limit, spectral radius {radius:.3g}; "
-                f"the CFL condition), more than max_steps = {solver.max_steps}; use an IMEX "
-                "solver, Adjoint(solver=diffrax.KenCarp4()), or a coarser grid"
+                f"the CFL condition), more than max_steps = {solver.max_steps}; raise "
+                "max_steps (the cost grows as n^4 on an n x n grid), use a coarser grid, or an "
+                "implicit solver, Adjoint(solver=diffrax.Kvaerno5()), on small grids"
             )
 
     # ------------------------------------------------------------------ simulation
@@ -1123,6 +1102,17 @@ class AdvectionDiffusion(AbstractLinearModel):
             source="simulated",
             variable="concentration",
         )
+
+
+def _default_solver() -> Adjoint:
+    """Tsit5 with 16 checkpoints: on the shipped 64 x 64 problem diffrax's default
+    (checkpoints from max_steps) planned 140 snapshot-sets of memory against 22 here, for
+    5% more time; NaN instead of an exception when a sampler's proposal cannot be solved."""
+    import diffrax
+
+    return Adjoint(
+        adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=16), max_steps=16384, throw=False
+    )
 
 
 def _is_implicit(adjoint: Adjoint) -> bool:
