@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from linest.engine import Gradient
-from linest.gradients import Eigen, Exact, SeriesSurrogate, Surrogate
+from linest.gradients import Adjoint, Eigen, Exact, SeriesSurrogate, Surrogate
+from linest.gradients.coarse import CoarseGrid
 
 DEFAULT_METHODS: tuple[Gradient, ...] = (
     Exact(),
@@ -79,6 +80,15 @@ def describe(method: Gradient) -> str:
         return f"Surrogate({method.rule}{nodes}{scaled})"
     if isinstance(method, Eigen) and method.fallback:
         return "Eigen(fallback)"
+    if isinstance(method, CoarseGrid):
+        return f"CoarseGrid({method.factor})"
+    if isinstance(method, Adjoint):
+        adjoint = (
+            "RecursiveCheckpointAdjoint"
+            if method.adjoint is None
+            else type(method.adjoint).__name__
+        )
+        return f"Adjoint({adjoint})"
     return type(method).__name__
 
 

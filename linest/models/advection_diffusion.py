@@ -741,6 +741,12 @@ class AdvectionDiffusion(AbstractLinearModel):
     def default_method(self):
         return Fourier() if self.velocity == "constant" else self.solver
 
+    def _resolve(self, gradient):
+        """The method a ``gradient`` argument means: None and Exact() are the exact default."""
+        return (
+            self.default_method() if gradient is None or isinstance(gradient, Exact) else gradient
+        )
+
     def check_gradient(self, gradient, caller: str) -> None:
         allowed = (Fourier, Adjoint, Surrogate, CoarseGrid, Exact)
         if gradient is not None and not isinstance(gradient, allowed):
@@ -763,9 +769,7 @@ class AdvectionDiffusion(AbstractLinearModel):
 
     def snapshots(self, theta, statistics, gradient=None) -> jax.Array:
         """The model's fields at the snapshot times, ``(K, *grid)``."""
-        method = (
-            self.default_method() if gradient is None or isinstance(gradient, Exact) else gradient
-        )
+        method = self._resolve(gradient)
         st = statistics
         if isinstance(method, Fourier):
             return method.solve(self.circulant(theta), st.initial, st.times)
@@ -839,10 +843,9 @@ class AdvectionDiffusion(AbstractLinearModel):
             self.solver,
         )
         initial = statistics.initial
-        for a in range(self.ndim):
-            axis = a
-            new = initial.shape[:axis] + (shape[a], factor) + initial.shape[axis + 1 :]
-            initial = initial.reshape(new).mean(axis=axis + 1)
+        for a in range(self.ndim):  # block averages: finite-volume cell averages restrict exactly
+            blocks = initial.shape[:a] + (shape[a], factor) + initial.shape[a + 1 :]
+            initial = initial.reshape(blocks).mean(axis=a + 1)
         return model, dataclasses.replace(statistics, initial=initial)
 
     # ------------------------------------------------------------------ fit hooks
@@ -894,9 +897,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         fails under ``jax.shard_map`` (equinox closure conversion)."""
         if gradient is None and self.velocity != "constant":
             return Surrogate("gauss", 16), devices
-        method = (
-            self.default_method() if gradient is None or isinstance(gradient, Exact) else gradient
-        )
+        method = self._resolve(gradient)
         if isinstance(method, Adjoint):
             return gradient, list(jax.devices() if devices is None else devices)[:1]
         return gradient, devices
@@ -984,9 +985,9 @@ class AdvectionDiffusion(AbstractLinearModel):
             items = value if isinstance(value, list) else [value]
             kinds = (int,) if integer else (int, float)
             if not items or any(isinstance(v, bool) or not isinstance(v, kinds) for v in items):
-                kind = "integer" if integer else "number"
+                kind = "an integer" if integer else "a number"
                 raise ValueError(
-                    f"{where}: model.{key} must be a {kind} or a list of them, got {value!r}"
+                    f"{where}: model.{key} must be {kind} or a list of them, got {value!r}"
                 )
             return tuple(items) if isinstance(value, list) else value
 
@@ -1046,9 +1047,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         if that exceeds the solver's ``max_steps`` the solve would fail deep inside
         diffrax, so this raises a ``ValueError`` naming ``solver`` instead.
         """
-        method = (
-            self.default_method() if gradient is None or isinstance(gradient, Exact) else gradient
-        )
+        method = self._resolve(gradient)
         if isinstance(method, CoarseGrid):
             method = self.default_method()
         if isinstance(method, Surrogate) and self.velocity == "constant":

@@ -531,7 +531,7 @@ def test_shipped_spec_reads(capsys):
     ("old", "new", "message"),
     [
         ("coarse = 2", "coarse = 2\ncolour = 'red'", r"unknown field\(s\) model.colour"),
-        ("coarse = 2", "coarse = 'four'", r"model.coarse must be a integer"),
+        ("coarse = 2", "coarse = 'four'", r"model.coarse must be an integer"),
         ("coarse = 2", "coarse = 2\nscheme = 3", r"model.scheme must be a string"),
         (
             'velocity = "grid"',
