@@ -580,3 +580,22 @@ def test_fourier_propagate_through_the_engine(rng):
     assert np.abs(np.asarray(out[0]) - scipy.linalg.expm(0.5 * A) @ x0).max() < 1e-12
     with pytest.raises(TypeError, match=r"must be a linest\.gradients\.fourier\.Circulant"):
         linest.propagate(jnp.eye(3), jnp.ones(3), jnp.array([1.0]), linest.Fourier())
+
+
+def test_one_dimensional_grid_velocity_fit_and_views(tmp_path):
+    """1D: velocity on 4 nodes, kappa and sigma recovered (|z| < 4); the views and the plot."""
+    model = linest.AdvectionDiffusion(64, velocity="grid", coarse=4)
+    nodes = (np.arange(4) + 0.5) / 4
+    truth = model.theta(0.003, (0.3 + 0.1 * np.sin(2 * np.pi * nodes))[None], sigma=0.02)
+    x = (np.arange(64) + 0.5) / 64
+    initial = 1 + 0.5 * np.cos(2 * np.pi * x) + 0.3 * np.sin(4 * np.pi * x + 1)
+    data = model.simulate(jax.random.key(0), truth, [0.1, 0.2, 0.4], initial)
+    result = linest.fit(model, data)
+    assert result.converged
+    assert np.all(np.abs((result.theta - truth) / result.se) < 4)
+    table = result.velocity()
+    assert list(table.columns[:2]) == ["x", "u_x"] and len(table) == 4
+    assert {"kappa", "velocity"} <= set(result.to_dict())
+    figure = result.plot(data)
+    figure.savefig(tmp_path / "oned.png")
+    assert (tmp_path / "oned.png").stat().st_size > 5_000
