@@ -128,7 +128,6 @@ class AdvectionDiffusionOperator(eqx.Module):
     velocity: tuple[jax.Array, ...]
     spacing: tuple[float, ...] = eqx.field(static=True)
     scheme: str = eqx.field(static=True, default="central")
-    parts: str = eqx.field(static=True, default="both")  # "advection", "diffusion", "both"
 
     def __call__(self, v):
         # Rematerialised in reverse mode: storing every stencil intermediate of every
@@ -142,13 +141,9 @@ class AdvectionDiffusionOperator(eqx.Module):
             axis = v.ndim - ndim + a
             h = self.spacing[a]
             after = jnp.roll(v, -1, axis)
-            flux = jnp.zeros_like(v)
-            if self.parts != "diffusion":
-                u = self.velocity[a]
-                face = (v + after) / 2 if self.scheme == "central" else jnp.where(u > 0, v, after)
-                flux = flux + u * face
-            if self.parts != "advection":
-                flux = flux - self.kappa * (after - v) / h
+            u = self.velocity[a]
+            face = (v + after) / 2 if self.scheme == "central" else jnp.where(u > 0, v, after)
+            flux = u * face - self.kappa * (after - v) / h
             out = out - (flux - jnp.roll(flux, 1, axis)) / h
         return out
 
@@ -358,10 +353,6 @@ class AdvectionDiffusionStatistics(eqx.Module):
     initial: jax.Array
     sensors: jax.Array | None
     source: str = eqx.field(static=True, default="")
-
-    @property
-    def num_observations(self) -> int:
-        return int(np.prod(self.values.shape))
 
     def for_compute(self) -> AdvectionDiffusionStatistics:
         return dataclasses.replace(self, source="")
