@@ -566,13 +566,7 @@ class AdvectionDiffusion(AbstractLinearModel):
 
     def operator(self, theta) -> AdvectionDiffusionOperator:
         """The matrix-free operator ``A(theta)`` (an equinox Module ``v -> A v``)."""
-        log_kappa, velocity, _ = self._split(jnp.asarray(theta))
-        return AdvectionDiffusionOperator(
-            kappa=jnp.exp(log_kappa),
-            velocity=self.face_velocities(velocity),
-            spacing=self.spacing,
-            scheme=self.scheme,
-        )
+        return _operator_from(self, _params(self, jnp.asarray(theta)))
 
     def circulant(self, theta) -> Circulant:
         """The operator as a :class:`Circulant` (constant velocity only)."""
@@ -581,9 +575,10 @@ class AdvectionDiffusion(AbstractLinearModel):
                 "Fourier(): the operator is circulant only for velocity='constant'; this model "
                 f"has velocity={self.velocity!r}: use linest.Adjoint()"
             )
-        log_kappa, velocity, _ = self._split(jnp.asarray(theta))
-        symbol = _symbol(jnp.exp(log_kappa), velocity, self.shape, self.spacing, self.scheme)
-        return Circulant(symbol, self.shape)
+        kappa, velocity = _params(self, jnp.asarray(theta))
+        return Circulant(
+            _symbol(kappa, velocity, self.shape, self.spacing, self.scheme), self.shape
+        )
 
     def theta(self, kappa, velocity, sigma=None) -> np.ndarray:
         """``theta`` from natural values, checked: ``kappa > 0``, velocity of the right size.
@@ -1178,8 +1173,8 @@ def _operator_from(model, params):
 
 def _propagate_from(model, params, x, taus, transpose=False):
     """``S(tau) x`` (or ``S(tau)^T x``) for each tau in the non-decreasing ``taus``."""
-    kappa, velocity = params
     if model.velocity == "constant":
+        kappa, velocity = params
         symbol = _symbol(kappa, velocity, model.shape, model.spacing, model.scheme)
         return Fourier().solve(
             Circulant(jnp.conj(symbol) if transpose else symbol, model.shape), x, taus
