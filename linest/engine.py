@@ -203,7 +203,9 @@ def propagate(A, x0, ts, gradient: Gradient = Exact()) -> jax.Array:
         Output times. With :class:`Adjoint` they must be non-decreasing and >= 0.
     gradient : a method object
         A matrix method (:class:`Exact` by default) exponentiates ``t A`` for each ``t``
-        (one batched call: ``O(n d^3)``); :class:`Adjoint` solves the ODE with diffrax,
+        (one batched call: ``O(n d^3)``); :class:`Eigen` decomposes ``A`` once and
+        reuses it for every ``t`` (``O(d^3 + n d^2)``, value and derivative; the
+        fastest exact method for normal ``A``); :class:`Adjoint` solves the ODE with diffrax,
         never forming ``exp(tA)``.
 
     Returns
@@ -248,8 +250,20 @@ def propagate(A, x0, ts, gradient: Gradient = Exact()) -> jax.Array:
         return gradient.solve(A, x0, ts)
 
     A = _as_system_matrix(A, x0)
-    _broadcast_batch("propagate", ("A", A.shape[:-2]), ("x0", x0.shape[:-1]))
+    batch = _broadcast_batch("propagate", ("A", A.shape[:-2]), ("x0", x0.shape[:-1]))
     real = jnp.finfo(A.dtype).dtype
+    if isinstance(gradient, Eigen):
+        # One eigendecomposition per matrix serves every time (value and derivative).
+        d = A.shape[-1]
+        if not jnp.issubdtype(x0.dtype, jnp.inexact):
+            x0 = x0.astype(real)
+        As = jnp.broadcast_to(A, batch + (d, d)).reshape(-1, d, d)
+        xs = jnp.broadcast_to(x0, batch + (d,)).reshape(-1, d)
+        ts = ts.astype(real)
+        if not batch:  # outside jit, an ill-conditioned V is then a ValueError, not NaN
+            return _eigen.propagate_shared(gradient, A, x0, ts)
+        X = jax.vmap(lambda A, x: _eigen.propagate_shared(gradient, A, x, ts))(As, xs)
+        return X.reshape(batch + X.shape[1:])
     M = ts.astype(real)[:, None, None] * A[..., None, :, :]  # (..., n, d, d)
     E = expm(M, gradient)
     return jnp.einsum("...nij,...j->...ni", E, x0.astype(jnp.result_type(E.dtype, x0.dtype)))
