@@ -20,7 +20,7 @@ from linest.gradients import (
     Surrogate,
 )
 from linest.gradients.coarse import CoarseGrid
-from linest.models import CTMC, AdvectionDiffusion, read_snapshots
+from linest.models import CTMC, AdvectionDiffusion, QuantumWalk, read_counts, read_snapshots
 from linest.priors import Prior
 from linest.sample import sample
 
@@ -40,6 +40,7 @@ __all__ = [
     "FitResult",
     "Fourier",
     "Prior",
+    "QuantumWalk",
     "SeriesSurrogate",
     "Surrogate",
     "expm",
@@ -49,6 +50,7 @@ __all__ = [
     "gradient_from_string",
     "propagate",
     "read_chains",
+    "read_counts",
     "read_snapshots",
     "sample",
 ]

@@ -397,7 +397,8 @@ def sample(
         ``num_samples / 10``, at least 50)
     progress : print a line per block to stderr
     init : starting points, ``(num_chains, num_params)`` or ``(num_params,)``; default
-        the model's crude estimates plus uniform(-0.5, 0.5) jitter per chain
+        the model's (``model.chain_starts``: for most, the crude estimates plus
+        uniform(-0.5, 0.5) jitter per chain)
     devices : JAX devices for the chains (default all); chains are split evenly over
         the largest number of them that divides ``num_chains``
     log_likelihood : add the pointwise log-likelihood group (for ``arviz.loo``)
@@ -585,11 +586,7 @@ def _initial(model, statistics, init, num_chains, key) -> jax.Array:
                 f"got shape {init.shape}"
             )
         return jnp.asarray(init)
-    centre = np.asarray(model.initial_theta(statistics), dtype=float)
-    jitter = jax.random.uniform(
-        jax.random.fold_in(key, 7919), (num_chains, p), minval=-0.5, maxval=0.5
-    )
-    return jnp.asarray(centre) + jitter
+    return model.chain_starts(statistics, num_chains, key)
 
 
 def _check_warmup(checkpoint) -> None:
@@ -657,7 +654,11 @@ def summarize(tree) -> str:
     import arviz as az
 
     names = [v for v in tree["posterior"].data_vars if v != "theta"] + ["theta"]
-    table = az.summary(tree, var_names=names, ci_kind="hdi", ci_prob=0.95)
+    with warnings.catch_warnings():
+        # A quantity fixed by construction (a gauge: V = 0 at a reference site) has no
+        # chain variance; its r_hat is NaN, which is the right answer, not a warning.
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        table = az.summary(tree, var_names=names, ci_kind="hdi", ci_prob=0.95)
     stats = tree["sample_stats"]
     chains, draws = stats.sizes["chain"], stats.sizes["draw"]
     lines = [

@@ -13,7 +13,8 @@ class Adjoint(eqx.Module):
     """``x(t) = exp(tA) x0`` by an ODE solve, for :func:`linest.propagate` only.
 
     ``A`` may be a dense array, a ``jax.experimental.sparse`` matrix (BCOO/BCSR), or any
-    callable ``v -> A v`` (an equinox Module, or a plain function whose closed-over
+    callable ``v -> A v``; real or complex (a complex state is solved as its real and
+    imaginary parts, which diffrax supports fully) (an equinox Module, or a plain function whose closed-over
     arrays are lifted with ``equinox.filter_closure_convert``). ``A`` is never formed.
     Gradients follow gradients.md, section 4: the adjoint ``lambda`` solves
     ``d lambda/ds = -A^T lambda`` backwards, and ``dL/dA = int lambda(s) x(s)^T ds`` is
@@ -59,6 +60,13 @@ class Adjoint(eqx.Module):
         solver = diffrax.Tsit5() if self.solver is None else self.solver
         adjoint = diffrax.RecursiveCheckpointAdjoint() if self.adjoint is None else self.adjoint
         operator = _as_operator(A, x0)
+        complex_state = jnp.iscomplexobj(x0)
+        if complex_state:
+            # Diffrax's complex support is "a work in progress" (its own warning): solve
+            # for (Re x, Im x) instead, with the operator applied to the complex vector.
+            d = x0.shape[-1]
+            operator = _Realified(operator, d)
+            x0 = jnp.concatenate([jnp.real(x0), jnp.imag(x0)], axis=-1)
 
         def field(t, y, operator):
             return operator(y)
@@ -79,10 +87,48 @@ class Adjoint(eqx.Module):
             throw=self.throw,
         )
         ys = cast(jax.Array, solution.ys)
+        if complex_state:
+            ys = jax.lax.complex(ys[..., :d], ys[..., d:])
         if not self.throw:
             ok = solution.result == diffrax.RESULTS.successful
             ys = jnp.where(ok, ys, jnp.nan)
         return ys
+
+
+class _Split(eqx.Module):
+    """A complex array held as its real and imaginary parts."""
+
+    real: jax.Array
+    imag: jax.Array
+
+
+class _Realified(eqx.Module):
+    """``(u, v) -> (Re A(u + iv), Im A(u + iv))``: a complex linear ODE as a real one.
+
+    The operator's complex arrays are held split too, so that diffrax sees no complex
+    number anywhere (it warns about complex ``args`` as well as complex states).
+    """
+
+    operator: Any
+    size: int = eqx.field(static=True)
+
+    def __init__(self, operator, size: int):
+        def split(leaf):
+            if eqx.is_array(leaf) and jnp.iscomplexobj(leaf):
+                return _Split(jnp.real(leaf), jnp.imag(leaf))
+            return leaf
+
+        self.operator = jax.tree.map(split, operator)
+        self.size = size
+
+    def __call__(self, y):
+        def join(leaf):
+            return jax.lax.complex(leaf.real, leaf.imag) if isinstance(leaf, _Split) else leaf
+
+        operator = jax.tree.map(join, self.operator, is_leaf=lambda x: isinstance(x, _Split))
+        x = jax.lax.complex(y[..., : self.size], y[..., self.size :])
+        out = operator(x)
+        return jnp.concatenate([jnp.real(out), jnp.imag(out)], axis=-1)
 
 
 class _Matvec(eqx.Module):

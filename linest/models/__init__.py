@@ -8,9 +8,14 @@ from linest.models.advection_diffusion import (
 )
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import CTMC, CTMCStatistics
+from linest.models.quantum import Counts, QuantumWalk, read_counts
 
 #: Model kinds by the name a spec file's ``model.type`` gives them.
-KINDS = {"ctmc": CTMC, "advection_diffusion": AdvectionDiffusion}
+KINDS = {
+    "ctmc": CTMC,
+    "advection_diffusion": AdvectionDiffusion,
+    "quantum_walk": QuantumWalk,
+}
 
 __all__ = [
     "CTMC",
@@ -18,7 +23,10 @@ __all__ = [
     "AbstractLinearModel",
     "AdvectionDiffusion",
     "CTMCStatistics",
+    "Counts",
+    "QuantumWalk",
     "Snapshots",
+    "read_counts",
     "read_snapshots",
     "write_snapshots",
 ]

@@ -104,6 +104,16 @@ class AbstractLinearModel(eqx.Module):
         """Concerns about an estimate beyond the optimiser's (warnings for the fit's report)."""
         return []
 
+    def chain_starts(self, statistics, num_chains: int, key) -> jax.Array:
+        """Starting points of ``num_chains`` MCMC chains, ``(num_chains, p)``: the crude
+        estimates plus uniform(-0.5, 0.5) jitter per chain. A model whose likelihood has
+        many local maxima starts them closer to the best one it can find."""
+        centre = np.asarray(self.initial_theta(statistics), dtype=float)
+        jitter = jax.random.uniform(
+            jax.random.fold_in(key, 7919), (num_chains, self.num_params), minval=-0.5, maxval=0.5
+        )
+        return jax.numpy.asarray(centre) + jitter
+
     def observed_data(self, statistics) -> dict | None:
         """``{name: (array, dims, coords)}`` for ArviZ's observed_data group, or None."""
         return None
