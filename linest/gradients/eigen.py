@@ -41,12 +41,27 @@ def _condition(V, Vinv):
     return jnp.linalg.norm(V, axis=(-1, -2)) * jnp.linalg.norm(Vinv, axis=(-1, -2)) / d
 
 
+def _mm(a, b):
+    """``a @ b``; a real operand times a complex one as two real products (promoting the
+    real one would cost twice the flops: real eigenvectors of a real Hamiltonian)."""
+    if jnp.iscomplexobj(a) and not jnp.iscomplexobj(b):
+        b = b.astype(jnp.real(a).dtype)
+        return lax.complex(jnp.real(a) @ b, jnp.imag(a) @ b)
+    if jnp.iscomplexobj(b) and not jnp.iscomplexobj(a):
+        a = a.astype(jnp.real(b).dtype)
+        return lax.complex(a @ jnp.real(b), a @ jnp.imag(b))
+    return a @ b
+
+
 class EigenResiduals(NamedTuple):
     lam: jax.Array  # (..., d) eigenvalues
     V: jax.Array  # (..., d, d) right eigenvectors, columns
     Vinv: jax.Array  # (..., d, d)
     condition: jax.Array  # (...,) ||V||_F ||V^-1||_F / d, an upper bound on cond_2(V)
     pade: _pade.PadeResiduals | None  # only with fallback=True
+
+
+_STRUCTURES = ("general", "hermitian", "skew-hermitian", "imaginary-symmetric")
 
 
 class Eigen(AbstractGradient):
@@ -70,9 +85,12 @@ class Eigen(AbstractGradient):
 
     Parameters
     ----------
-    structure : "general", "hermitian" or "skew-hermitian"
-        What is known of ``M``. The last two use ``eigh`` (unitary ``V``, real or purely
-        imaginary eigenvalues); the caller guarantees the structure.
+    structure : "general", "hermitian", "skew-hermitian" or "imaginary-symmetric"
+        What is known of ``M``. The others than "general" use ``eigh`` (unitary ``V``,
+        real or purely imaginary eigenvalues); the caller guarantees the structure.
+        "imaginary-symmetric" is ``M = -i H`` with ``H`` real symmetric (a real
+        Hamiltonian): a real ``eigh`` of ``H`` and real ``V``, about 5x cheaper than
+        "skew-hermitian" at d = 1024.
     max_condition : float
         Largest accepted bound on ``cond(V)``; the expected relative error is about
         ``max_condition * 1e-16`` in double precision.
@@ -80,17 +98,16 @@ class Eigen(AbstractGradient):
         Use the Pade Frechet derivative (:class:`Exact`) where ``V`` is ill-conditioned.
     """
 
-    structure: Literal["general", "hermitian", "skew-hermitian"] = eqx.field(
+    structure: Literal["general", "hermitian", "skew-hermitian", "imaginary-symmetric"] = eqx.field(
         static=True, default="general"
     )
     max_condition: float = eqx.field(static=True, default=1e8)
     fallback: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
-        if self.structure not in ("general", "hermitian", "skew-hermitian"):
+        if self.structure not in _STRUCTURES:
             raise ValueError(
-                f"Eigen(structure={self.structure!r}): expected 'general', 'hermitian' "
-                "or 'skew-hermitian'"
+                f"Eigen(structure={self.structure!r}): expected one of {', '.join(_STRUCTURES)}"
             )
         if not self.max_condition > 1:
             raise ValueError(f"Eigen(max_condition={self.max_condition}) must exceed 1")
@@ -99,6 +116,11 @@ class Eigen(AbstractGradient):
         if self.structure == "hermitian":
             lam, V = jnp.linalg.eigh(M)
             return lam.astype(M.dtype), V, jnp.conj(jnp.swapaxes(V, -1, -2))
+        if self.structure == "imaginary-symmetric":
+            # M = -i H with H = Re(i M) real symmetric: a real eigh (5x faster than the
+            # complex one at d = 1024) and real orthogonal V.
+            w, V = jnp.linalg.eigh(jnp.real(1j * M))
+            return -1j * w, V, jnp.swapaxes(V, -1, -2)
         if self.structure == "skew-hermitian":
             # M = -i H with H = i M Hermitian, so M = V diag(-i w) V^*.
             w, V = jnp.linalg.eigh(1j * M)
@@ -125,8 +147,8 @@ class Eigen(AbstractGradient):
                 (jnp.swapaxes(Vinv, -1, -2), jnp.swapaxes(V, -1, -2)) if transpose else (V, Vinv)
             )
             # In the eigenbasis of M (or M^T): Vr E Vl, scaled by Phi, then back.
-            inner = (Vr @ E.astype(Vr.dtype) @ Vl) * exp_divided_differences(lam)
-            L = Vl @ inner @ Vr
+            inner = _mm(_mm(Vr, E), Vl) * exp_divided_differences(lam)
+            L = _mm(_mm(Vl, inner), Vr)
             return L if jnp.iscomplexobj(E) or jnp.iscomplexobj(M) else jnp.real(L)
 
         if self.fallback:
@@ -163,7 +185,7 @@ class Eigen(AbstractGradient):
 def _times_value(lam, V, Vinv, ts, index):
     """P_k = V_g diag(exp(t_k lam_g)) V_g^-1 with g = index[k]."""
     scaled = V[index] * jnp.exp(ts[:, None] * lam[index])[:, None, :]
-    return scaled @ Vinv[index]
+    return _mm(scaled, Vinv[index])
 
 
 @jax.custom_jvp
@@ -185,9 +207,9 @@ def _shared_jvp(primals, tangents):
     # L(tA, t dA) = t V ((V^-1 dA V) o Phi(t lam)) V^-1, written so that the product
     # V^-1 dA V is formed once per group: transposing it then sums the cotangents of
     # all times inside the eigenbasis before the two outer products (Najfeld-Havel).
-    inner = (Vinv @ dA.astype(V.dtype) @ V)[index]
+    inner = _mm(_mm(Vinv, dA), V)[index]
     weights = ts[:, None, None] * exp_divided_differences(ts[:, None] * lam[index])
-    L = V[index] @ (inner * weights) @ Vinv[index]
+    L = _mm(_mm(V[index], inner * weights), Vinv[index])
     if not jnp.iscomplexobj(A):
         L = jnp.real(L).astype(A.dtype)
     if not isinstance(dts, zero):
@@ -244,12 +266,12 @@ _SERIES_TERMS = 14
 
 def _states_value(ts, lam, V, c):
     """x(t_k) = V (exp(t_k lam) * c), shape (n, d)."""
-    return (jnp.exp(ts[:, None] * lam) * c) @ jnp.swapaxes(V, -1, -2)
+    return _mm(jnp.exp(ts[:, None] * lam) * c, jnp.swapaxes(V, -1, -2))
 
 
 @jax.custom_jvp
 def _states(A, x0, ts, lam, V, Vinv):
-    X = _states_value(ts, lam, V, Vinv @ x0.astype(V.dtype))
+    X = _states_value(ts, lam, V, _mm(Vinv, x0))
     return X if jnp.iscomplexobj(A) or jnp.iscomplexobj(x0) else jnp.real(X).astype(A.dtype)
 
 
@@ -265,12 +287,12 @@ def _states_jvp(primals, tangents):
     dA, dx0, dts = tangents[0], tangents[1], tangents[2]
     X = _states(A, x0, ts, lam, V, Vinv)
     zero = jax.custom_derivatives.SymbolicZero
-    dtype = V.dtype
-    c = Vinv @ x0.astype(dtype)
+    dtype = jnp.result_type(lam.dtype, V.dtype)
+    c = _mm(Vinv, x0).astype(dtype)
     E = jnp.exp(ts[:, None] * lam)  # (n, d)
     out = jnp.zeros(E.shape, dtype)  # in the eigenbasis
     if not isinstance(dA, zero):
-        inner = Vinv @ dA.astype(dtype) @ V
+        inner = _mm(_mm(Vinv, dA), V).astype(dtype)
         t_max = jnp.max(jnp.abs(ts))
         delta = lam[None, :] - lam[:, None]  # lam_j - lam_i
         close = t_max * jnp.abs(delta) < _CLOSE
@@ -293,10 +315,10 @@ def _states_jvp(primals, tangents):
         off_diagonal = close & ~jnp.eye(lam.shape[-1], dtype=bool)
         out = out + lax.cond(jnp.any(off_diagonal), series, diagonal, inner)
     if not isinstance(dx0, zero):
-        out = out + E * (Vinv @ dx0.astype(dtype))
+        out = out + E * _mm(Vinv, dx0)
     if not isinstance(dts, zero):
         out = out + dts[:, None] * E * lam * c
-    dX = out @ jnp.swapaxes(V, -1, -2)
+    dX = _mm(out, jnp.swapaxes(V, -1, -2))
     if not (jnp.iscomplexobj(A) or jnp.iscomplexobj(x0)):
         dX = jnp.real(dX).astype(A.dtype)
     return X, dX

@@ -32,8 +32,8 @@ records counts there plus one ``elsewhere`` category.
 * with a partial detector some combinations of V may be weakly identified; the fit's
   information-matrix check reports them.
 
-Gradients: the default is :class:`linest.Eigen` with ``structure="skew-hermitian"``: one
-``eigh`` of ``H`` serves every measurement time, for the value and the exact derivative
+Gradients: the default is :class:`linest.Eigen` with ``structure="imaginary-symmetric"``:
+one real ``eigh`` of ``H`` serves every measurement time, for the value and the exact derivative
 (divided differences applied to the state, ``O(d^3 + K d^2)``). Exact, AutoDiff and the
 surrogates exponentiate each interval between measurement times and chain the
 propagators; Adjoint solves the Schrodinger equation with diffrax on a complex state.
@@ -69,8 +69,8 @@ from linest.models.result import Z95, FitResult, exp_interval
 
 __all__ = ["Counts", "QuantumWalk", "QuantumWalkFit", "read_counts"]
 
-#: The default method: one eigendecomposition of the Hermitian H for every time.
-DEFAULT_GRADIENT = Eigen(structure="skew-hermitian")
+#: The default method: one eigendecomposition of the real symmetric H for every time.
+DEFAULT_GRADIENT = Eigen(structure="imaginary-symmetric")
 _GRAPHS = ("line", "ring", "lattice", "custom")
 #: The word in a data file's site column for counts outside a partial detector.
 ELSEWHERE = "elsewhere"
@@ -597,8 +597,8 @@ class QuantumWalk(AbstractLinearModel):
         if gradient is None:
             return DEFAULT_GRADIENT
         if isinstance(gradient, Eigen) and gradient.structure == "general":
-            # A is skew-Hermitian by construction: eigh, unitary eigenvectors.
-            return dataclasses.replace(gradient, structure="skew-hermitian")
+            # A = -iH with H real symmetric by construction: a real eigh.
+            return dataclasses.replace(gradient, structure="imaginary-symmetric")
         return gradient
 
     def check_gradient(self, gradient, caller: str) -> None:

@@ -239,8 +239,12 @@ def test_nuts_posterior_covers_the_truth():
     centre = _aligned(model, theta.mean(axis=0), truth)
     if not np.allclose(centre, theta.mean(axis=0)):
         theta = np.stack([model.mirror(t) for t in theta])
-    low, high = np.quantile(theta, [0.005, 0.995], axis=0)
-    assert np.all((low <= truth) & (truth <= high)), (low, truth, high)
+    # Jointly: the truth's Mahalanobis distance under the posterior is chi^2 with 7
+    # degrees of freedom; 24.3 is its 99.9% quantile (per-parameter 99% intervals would
+    # miss one of 7 in 7% of data sets).
+    residual = theta.mean(axis=0) - truth
+    distance = float(residual @ np.linalg.solve(np.cov(theta.T), residual))
+    assert distance < 24.3, (distance, theta.mean(axis=0), truth)
     assert int(tree["sample_stats"]["diverging"].sum()) == 0
     assert tree["posterior"]["potential"].shape[-1] == 8
     assert tree["observed_data"]["counts"].shape == (10, 8)
