@@ -45,6 +45,8 @@ demo: $(VENV)/.installed-test
 	$(BIN)/python examples/compare_gradients.py
 	$(BIN)/linest fit models/advection_diffusion_2d.toml --plot ad-fit.png
 	$(BIN)/python examples/advection_diffusion.py --out .
+	$(BIN)/linest fit models/quantum_ring.toml --plot quantum-fit.png
+	$(BIN)/python examples/quantum_potential.py --out .
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

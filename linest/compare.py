@@ -80,6 +80,8 @@ def describe(method: Gradient) -> str:
         return f"Surrogate({method.rule}{nodes}{scaled})"
     if isinstance(method, Eigen) and method.fallback:
         return "Eigen(fallback)"
+    if isinstance(method, Eigen) and method.structure != "general":
+        return f"Eigen({method.structure})"
     if isinstance(method, CoarseGrid):
         return f"CoarseGrid({method.factor})"
     if isinstance(method, Adjoint):
