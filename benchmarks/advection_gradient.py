@@ -23,26 +23,16 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_ms  # benchmarks/ is on sys.path when run as a script
 
 import linest
 
 KAPPA, SIGMA, TIMES = 0.004, 0.02, (0.25, 0.5, 0.75, 1.0)
-
-
-def median_ms(f, *args, repeat=5):
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def planned_bytes(f, *args) -> tuple[int, int]:

@@ -25,27 +25,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_ms  # benchmarks/ is on sys.path when run as a script
 
 import linest
 from linest.models.base import for_compute
 from linest.models.quantum import Counts
 
 K, SHOTS, DENSE_LIMIT = 20, 10_000, 256
-
-
-def median_ms(f, *args, repeat=5):
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def problem(d, seed=0):
