@@ -20,7 +20,15 @@ from linest.gradients import (
     Surrogate,
 )
 from linest.gradients.coarse import CoarseGrid
-from linest.models import CTMC, AdvectionDiffusion, QuantumWalk, read_counts, read_snapshots
+from linest.models import (
+    CTMC,
+    AdvectionDiffusion,
+    LinearODE,
+    QuantumWalk,
+    read_counts,
+    read_series,
+    read_snapshots,
+)
 from linest.priors import Prior
 from linest.sample import sample
 
@@ -39,6 +47,7 @@ __all__ = [
     "Exact",
     "FitResult",
     "Fourier",
+    "LinearODE",
     "Prior",
     "QuantumWalk",
     "SeriesSurrogate",
@@ -51,6 +60,7 @@ __all__ = [
     "propagate",
     "read_chains",
     "read_counts",
+    "read_series",
     "read_snapshots",
     "sample",
 ]

@@ -8,6 +8,7 @@ from linest.models.advection_diffusion import (
 )
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import CTMC, CTMCStatistics
+from linest.models.linear_ode import LinearODE, Series, read_series
 from linest.models.quantum import Counts, QuantumWalk, read_counts
 
 #: Model kinds by the name a spec file's ``model.type`` gives them.
@@ -15,6 +16,7 @@ KINDS = {
     "ctmc": CTMC,
     "advection_diffusion": AdvectionDiffusion,
     "quantum_walk": QuantumWalk,
+    "linear_ode": LinearODE,
 }
 
 __all__ = [
@@ -24,9 +26,12 @@ __all__ = [
     "AdvectionDiffusion",
     "CTMCStatistics",
     "Counts",
+    "LinearODE",
     "QuantumWalk",
+    "Series",
     "Snapshots",
     "read_counts",
+    "read_series",
     "read_snapshots",
     "write_snapshots",
 ]

@@ -1,0 +1,773 @@
+"""Any linear ODE: a system matrix A(theta) of your own, doses, an observation map, noise.
+
+    dx/dt = A(theta) x,   x(0) = x0,   a bolus of ``amount`` into compartment ``c`` at
+    time ``tau`` adds ``amount e_c`` to x(tau);   y = f(C x / V) + noise.
+
+By superposition, ``x(t) = exp(tA) x0 + sum_doses [t >= tau] exp((t - tau) A) amount e_c``:
+every (observation, earlier dose) pair is one lag, and all lags of a data set go through
+one call of the engine (:func:`linest.propagate`): with the default
+``Eigen(fallback=True)`` one eigendecomposition of A serves all of them, value and
+exact derivative; where the eigenvectors are ill-conditioned (equal rates in a chain of
+compartments make A defective) the Pade Frechet derivative takes over.
+
+A is given in one of two ways:
+
+* **compartmental** (``flows``): compartments with named first-order flows
+  ``rate: from -> to`` (``to`` may be ``"out"``, elimination); each rate is a positive
+  parameter (``log rate`` is estimated). A is then a compartmental matrix: non-negative
+  off the diagonal, columns summing to minus the outflow.
+* **your own function** (``system``): ``system(p) -> A`` with ``p`` a dict of the natural
+  parameter values (positive ones exponentiated), written in ``jax.numpy``.
+
+Observations: the amounts in ``observe`` (compartment names, or a matrix C), divided by a
+positive volume parameter when ``volume`` names one (a concentration), through an
+activation ``f`` (identity, exp, softplus or tanh), with Gaussian noise (``log sigma``
+estimated), proportional noise (sd = sigma |mean|), or Poisson counts.
+
+Data: one row per observation time, per subject (independent units sharing the
+parameters) with optional bolus doses given at time 0 (a ``dose`` column, constant within a
+subject).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+
+from linest.data import DataError
+from linest.engine import propagate
+from linest.gradients import Adjoint, Asymptotic, Eigen, Exact
+from linest.gradients.coarse import CoarseGrid
+from linest.gradients.fourier import Fourier
+from linest.models.base import AbstractLinearModel
+from linest.models.result import FitResult
+
+__all__ = ["LinearODE", "LinearODEFit", "Series", "read_series"]
+
+DEFAULT_GRADIENT = Eigen(fallback=True)
+_NOISES = ("gaussian", "proportional", "poisson")
+_ACTIVATIONS = {
+    "identity": lambda z: z,
+    "exp": jnp.exp,
+    "softplus": jax.nn.softplus,
+    "tanh": jnp.tanh,
+}
+_OUT = "out"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """Observations over time, per subject: ``value`` is ``(n, m)`` (NaN where missing);
+    ``dose`` the bolus each subject received at time 0 (0 if none)."""
+
+    subject: np.ndarray  # (n,) subject labels (strings)
+    time: np.ndarray  # (n,)
+    value: np.ndarray  # (n, m)
+    dose: dict  # subject label -> amount at time 0
+    line: np.ndarray  # (n,) file lines (1 is the header)
+    outputs: tuple[str, ...] = ("value",)
+    source: str = "<memory>"
+
+    @classmethod
+    def from_arrays(cls, time, value, subject=None, dose=None, source="<memory>") -> Series:
+        time = np.asarray(time, float)
+        value = np.asarray(value, float)
+        value = value.reshape(time.shape[0], -1)
+        subject = (
+            np.full(time.shape[0], "1") if subject is None else np.asarray(subject).astype(str)
+        )
+        doses = {} if dose is None else {str(k): float(v) for k, v in dict(dose).items()}
+        outputs = (
+            tuple(f"y{j}" for j in range(value.shape[1])) if value.shape[1] > 1 else ("value",)
+        )
+        return cls(subject, time, value, doses, np.arange(time.shape[0]) + 2, outputs, source)
+
+
+def read_series(
+    source,
+    time: str = "time",
+    value: str | Sequence[str] = "value",
+    subject: str | None = None,
+    dose: str | None = None,
+) -> Series:
+    """Read observations from a CSV table (one row per time, per subject).
+
+    ``value`` names one column or several (a list, or a comma-separated string);
+    empty cells are missing observations. ``dose`` names a column with the bolus given
+    at time 0, constant within a subject. Rows of a subject are in increasing time.
+    Errors name the file, the line and the column.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    values = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        wanted = [time, *values] + [c for c in (subject, dose) if c]
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; the header has {header}")
+        subjects, times, rows, lines, doses = [], [], [], [], {}
+        last: dict[str, float] = {}
+        for number, row in enumerate(reader, start=2):
+            where = f"{path}, line {number}"
+            label = row[subject].strip() if subject else "1"
+            try:
+                t = float(row[time])
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
+            if not math.isfinite(t) or t < 0:
+                raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
+            if label in last and t <= last[label]:
+                raise DataError(
+                    f"{where}: {time} = {t:g} does not increase (subject {label} was at "
+                    f"{last[label]:g}); sort each subject's rows by time"
+                )
+            last[label] = t
+            out = []
+            for column in values:
+                text = (row[column] or "").strip()
+                if text in ("", "NA", "nan", "NaN"):
+                    out.append(np.nan)
+                    continue
+                try:
+                    out.append(float(text))
+                except ValueError:
+                    raise DataError(f"{where}: {column} = {text!r} is not a number") from None
+                if not math.isfinite(out[-1]):
+                    raise DataError(f"{where}: {column} = {text!r} is not finite")
+            if dose:
+                text = (row[dose] or "").strip()
+                try:
+                    amount = float(text)
+                except ValueError:
+                    raise DataError(f"{where}: {dose} = {text!r} is not a number") from None
+                if not math.isfinite(amount) or amount < 0:
+                    raise DataError(f"{where}: {dose} = {text!r} must be a non-negative number")
+                if label in doses and doses[label] != amount:
+                    raise DataError(
+                        f"{where}: {dose} = {amount:g} differs from {doses[label]:g} earlier for "
+                        f"subject {label}: the column is the bolus at time 0, one per subject"
+                    )
+                doses[label] = amount
+            subjects.append(label)
+            times.append(t)
+            rows.append(out)
+            lines.append(number)
+    if not times:
+        raise DataError(f"{path}: no rows")
+    return Series(
+        subject=np.asarray(subjects),
+        time=np.asarray(times),
+        value=np.asarray(rows, float),
+        dose=doses,
+        line=np.asarray(lines),
+        outputs=tuple(values),
+        source=str(path),
+    )
+
+
+class LinearODEStatistics(eqx.Module):
+    """The data as the likelihood reads them (one lag per observation-dose pair)."""
+
+    time: jax.Array  # (n,) observation times
+    value: jax.Array  # (n, m), NaN replaced by 0
+    observed: jax.Array  # (n, m) bool
+    lag: jax.Array  # (P,) time since a dose, sorted
+    amount: jax.Array  # (P,)
+    target: jax.Array  # (P,) the observation each lag belongs to
+    subject: jax.Array  # (n,) subject index
+    num_subjects: int = eqx.field(static=True, default=1)
+    source: str = eqx.field(static=True, default="")
+    subjects: tuple[str, ...] = eqx.field(static=True, default=())
+
+    def for_compute(self) -> LinearODEStatistics:
+        return dataclasses.replace(self, source="", subjects=())
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class LinearODE(AbstractLinearModel):
+    """A linear ODE ``dx/dt = A(theta) x`` with doses, an observation map and noise.
+
+    Parameters
+    ----------
+    compartments : sequence of str, or int
+        State names (or their number).
+    flows : sequence of (rate, from, to)
+        Compartmental structure: a positive rate per flow (``to`` may be ``"out"``).
+        A rate name may appear in several flows (a shared rate).
+    system : callable, optional
+        Instead of ``flows``: ``system(p) -> A`` (``d x d``), ``p`` a dict of natural
+        parameter values; with ``parameters``.
+    parameters : mapping of name -> "positive" or "real"
+        The parameters ``system`` reads (positive ones are estimated on the log scale).
+    observe : str, sequence of str, or (m, d) array
+        What is measured: compartment(s), or a matrix C. Default: every compartment.
+    volume : str, optional
+        A positive parameter dividing the observed amounts (concentrations).
+    dose : str, optional
+        The compartment a bolus dose goes into.
+    initial : None, sequence, or "estimate"
+        x0: zero (default), fixed values, or positive values to estimate.
+    activation : "identity" (default), "exp", "softplus" or "tanh"
+    noise : "gaussian" (default), "proportional" or "poisson"
+
+    Examples
+    --------
+    >>> import linest
+    >>> model = linest.LinearODE(
+    ...     ["depot", "central"], flows=[("ka", "depot", "central"), ("ke", "central", "out")],
+    ...     observe="central", volume="V", dose="depot")
+    >>> model.param_names
+    ('log ka', 'log ke', 'log V', 'log sigma')
+    """
+
+    compartments: tuple[str, ...] = eqx.field(static=True)
+    flows: tuple[tuple[str, int, int], ...] = eqx.field(static=True)
+    system: Callable | None = eqx.field(static=True)
+    system_parameters: tuple[tuple[str, bool], ...] = eqx.field(static=True)
+    observe: tuple[tuple[float, ...], ...] = eqx.field(static=True)
+    volume: str | None = eqx.field(static=True)
+    dose: int | None = eqx.field(static=True)
+    initial: tuple[float, ...] | str | None = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+    noise: str = eqx.field(static=True)
+
+    kind: ClassVar[str] = "linear_ode"
+    prior_kinds: ClassVar[tuple[str, ...]] = (
+        "log_rate",
+        "real",
+        "log_volume",
+        "log_initial",
+        "log_sigma",
+    )
+
+    def __init__(
+        self,
+        compartments: Sequence[str] | int,
+        flows: Sequence[Sequence[str]] | None = None,
+        system: Callable | None = None,
+        parameters: Mapping[str, str] | None = None,
+        observe: str | Sequence[str] | np.ndarray | None = None,
+        volume: str | None = None,
+        dose: str | None = None,
+        initial: Sequence[float] | str | None = None,
+        activation: str = "identity",
+        noise: str = "gaussian",
+    ):
+        caller = "LinearODE"
+        if isinstance(compartments, (int, np.integer)):
+            compartments = [f"x{i}" for i in range(int(compartments))]
+        names = tuple(str(c) for c in compartments)
+        if not names or len(set(names)) != len(names) or _OUT in names:
+            raise ValueError(
+                f"{caller}: compartments must be distinct names (not 'out'); got {names}"
+            )
+        self.compartments = names
+        index = {c: i for i, c in enumerate(names)}
+
+        def compartment(name, what):
+            if name not in index:
+                raise ValueError(
+                    f"{caller}: {what} {name!r} is not a compartment ({', '.join(names)})"
+                )
+            return index[name]
+
+        if (flows is None) == (system is None):
+            raise ValueError(
+                f"{caller}: give either flows= (compartmental) or system= (a function)"
+            )
+        out_flows = []
+        for k, flow in enumerate(flows or ()):
+            if not isinstance(flow, (list, tuple)) or len(flow) != 3:
+                raise ValueError(f"{caller}: flows[{k}] = {flow!r}; expected (rate, from, to)")
+            rate, source, target = (str(v) for v in flow)
+            i = compartment(source, f"flows[{k}] from")
+            j = -1 if target == _OUT else compartment(target, f"flows[{k}] to")
+            if i == j:
+                raise ValueError(f"{caller}: flows[{k}] goes from {source} to itself")
+            out_flows.append((rate, i, j))
+        self.flows = tuple(out_flows)
+        self.system = system
+        if system is not None:
+            if not callable(system):
+                raise ValueError(f"{caller}: system must be a function p -> A")
+            if not parameters:
+                raise ValueError(
+                    f"{caller}: system= needs parameters={{name: 'positive' | 'real'}}"
+                )
+            bad = {k: v for k, v in parameters.items() if v not in ("positive", "real")}
+            if bad:
+                raise ValueError(f"{caller}: parameters {bad}: each must be 'positive' or 'real'")
+            self.system_parameters = tuple((str(k), v == "positive") for k, v in parameters.items())
+        else:
+            self.system_parameters = ()
+        d = len(names)
+        if observe is None:
+            C = np.eye(d)
+        elif isinstance(observe, str) or (
+            isinstance(observe, (list, tuple)) and all(isinstance(o, str) for o in observe)
+        ):
+            chosen = [observe] if isinstance(observe, str) else list(observe)
+            C = np.zeros((len(chosen), d))
+            for r, name in enumerate(chosen):
+                C[r, compartment(name, "observe")] = 1.0
+        else:
+            C = np.asarray(observe, float)
+            if C.ndim != 2 or C.shape[1] != d or not np.all(np.isfinite(C)):
+                raise ValueError(
+                    f"{caller}: observe must be compartment names or a finite (m, {d}) matrix"
+                )
+        self.observe = tuple(tuple(float(v) for v in row) for row in C)
+        self.volume = volume
+        self.dose = None if dose is None else compartment(dose, "dose")
+        if initial is None or isinstance(initial, str):
+            if isinstance(initial, str) and initial != "estimate":
+                raise ValueError(f"{caller}: initial={initial!r}; expected values or 'estimate'")
+            self.initial = initial
+        else:
+            x0 = np.asarray(initial, float)
+            if x0.shape != (d,) or not np.all(np.isfinite(x0)):
+                raise ValueError(f"{caller}: initial must be {d} finite values or 'estimate'")
+            self.initial = tuple(float(v) for v in x0)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"{caller}: activation={activation!r}; expected one of {list(_ACTIVATIONS)}"
+            )
+        self.activation = activation
+        if noise not in _NOISES:
+            raise ValueError(f"{caller}: noise={noise!r}; expected one of {_NOISES}")
+        self.noise = noise
+        names_seen = [n for n, _ in self._named()]
+        if len(set(names_seen)) != len(names_seen):
+            raise ValueError(f"{caller}: parameter names clash: {names_seen}")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _rates(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(rate for rate, _, _ in self.flows))
+
+    def _named(self) -> list[tuple[str, str]]:
+        """(natural name, kind) in theta's order."""
+        out = [(rate, "log_rate") for rate in self._rates()]
+        out += [(n, "log_rate" if positive else "real") for n, positive in self.system_parameters]
+        if self.volume is not None:
+            out.append((self.volume, "log_volume"))
+        if self.initial == "estimate":
+            out += [(f"x0[{c}]", "log_initial") for c in self.compartments]
+        if self.noise != "poisson":
+            out.append(("sigma", "log_sigma"))
+        return out
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(name if kind == "real" else f"log {name}" for name, kind in self._named())
+
+    @property
+    def param_kinds(self) -> tuple[str, ...]:
+        return tuple(kind for _, kind in self._named())
+
+    @property
+    def param_positive(self) -> tuple[bool, ...]:
+        return tuple(kind != "real" for _, kind in self._named())
+
+    def natural(self, theta) -> dict[str, jax.Array]:
+        """Natural values by name (positive parameters exponentiated)."""
+        theta = jnp.asarray(theta)
+        return {
+            name: theta[..., i] if kind == "real" else jnp.exp(theta[..., i])
+            for i, (name, kind) in enumerate(self._named())
+        }
+
+    def natural_parameters(self, theta):
+        theta = jnp.asarray(theta)
+        names = [name for name, _ in self._named()]
+        values = jnp.stack([self.natural(theta)[n] for n in names], axis=-1)
+        return {"parameter_value": (values, "parameter_name", tuple(names))}
+
+    def theta(self, **values) -> np.ndarray:
+        """theta from natural values by name (``model.theta(ka=1.5, ke=0.08, V=0.5, sigma=0.7)``;
+        an initial value ``x0[c]`` is passed as ``x0_c``)."""
+        out = []
+        for name, kind in self._named():
+            key = name.replace("[", "_").replace("]", "") if name not in values else name
+            if name not in values and key not in values:
+                raise ValueError(
+                    f"LinearODE.theta: missing {name} (needs {[n for n, _ in self._named()]})"
+                )
+            v = float(values[name] if name in values else values[key])
+            out.append(v if kind == "real" else math.log(v))
+        return np.asarray(out)
+
+    # ------------------------------------------------------------------ dynamics
+
+    def system_matrix(self, theta) -> jax.Array:
+        """A(theta), ``(d, d)``."""
+        p = self.natural(theta)
+        d = len(self.compartments)
+        if self.system is not None:
+            A = jnp.asarray(self.system(p))
+            if A.shape != (d, d):
+                raise ValueError(
+                    f"LinearODE: system(p) returned shape {A.shape}; expected ({d}, {d})"
+                )
+            return A
+        A = jnp.zeros((d, d), jnp.asarray(theta).dtype)
+        for rate, i, j in self.flows:
+            k = p[rate]
+            A = A.at[i, i].add(-k)
+            if j >= 0:
+                A = A.at[j, i].add(k)
+        return A
+
+    def _x0(self, theta) -> jax.Array | None:
+        if self.initial is None:
+            return None
+        if self.initial == "estimate":
+            p = self.natural(theta)
+            return jnp.stack([p[f"x0[{c}]"] for c in self.compartments])
+        return jnp.asarray(self.initial)
+
+    def _method(self, gradient):
+        return DEFAULT_GRADIENT if gradient is None else gradient
+
+    def states(self, theta, statistics, gradient=None) -> jax.Array:
+        """x at every observation time, ``(n, d)``."""
+        st = statistics
+        method = self._method(gradient)
+        theta = jnp.asarray(theta)
+        A = self.system_matrix(theta)
+        d = A.shape[-1]
+        x = jnp.zeros((st.time.shape[0], d), A.dtype)
+        if self.dose is not None and st.lag.shape[0]:
+            e = jnp.zeros(d, A.dtype).at[self.dose].set(1.0)
+            X = propagate(A, e, st.lag, method)
+            x = x.at[st.target].add(st.amount[:, None] * X)
+        x0 = self._x0(theta)
+        if x0 is not None:
+            order = (
+                np.argsort(np.asarray(st.time))
+                if not isinstance(st.time, jax.core.Tracer)
+                else None
+            )
+            if order is not None and isinstance(method, Adjoint):
+                X = propagate(A, x0, st.time[order], method)
+                x = x.at[jnp.asarray(order)].add(X)
+            else:
+                x = x + propagate(A, x0, st.time, method)
+        return x
+
+    def predict(self, theta, statistics, gradient=None) -> jax.Array:
+        """The noise-free observations ``f(C x / V)``, ``(n, m)``."""
+        x = self.states(theta, statistics, gradient)
+        y = x @ jnp.asarray(self.observe).T
+        if self.volume is not None:
+            y = y / self.natural(theta)[self.volume]
+        return _ACTIVATIONS[self.activation](y)
+
+    def _terms(self, theta, statistics, gradient):
+        """Log-density of each observation, ``(n, m)`` (0 where missing)."""
+        st = statistics
+        mu = self.predict(theta, st, gradient)
+        y = st.value
+        if self.noise == "poisson":
+            rate = jnp.where(st.observed, mu, 1.0)
+            terms = y * jnp.log(rate) - rate - gammaln(y + 1)
+        else:
+            sigma = self.natural(theta)["sigma"]
+            sd = sigma if self.noise == "gaussian" else sigma * jnp.abs(mu) + 1e-300
+            z = (y - mu) / sd
+            terms = -0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi)
+        return jnp.where(st.observed, terms, 0.0)
+
+    def pointwise_loglik(self, theta, statistics, gradient=None):
+        """Log-likelihood per subject (the independent units)."""
+        per_row = jnp.sum(self._terms(jnp.asarray(theta), statistics, gradient), axis=-1)
+        return jax.ops.segment_sum(
+            per_row, statistics.subject, num_segments=statistics.num_subjects
+        )
+
+    def loglik(self, theta, statistics, gradient=None) -> jax.Array:
+        return jnp.sum(self._terms(jnp.asarray(theta), statistics, gradient))
+
+    def observation_labels(self, statistics):
+        labels = list(statistics.subjects) or list(range(statistics.num_subjects))
+        return "subject", labels
+
+    # ------------------------------------------------------------------ data
+
+    def statistics(self, data) -> LinearODEStatistics:
+        if isinstance(data, LinearODEStatistics):
+            return data
+        if not isinstance(data, Series):
+            raise TypeError(
+                f"LinearODE: data must be a Series (read_series); got {type(data).__name__}"
+            )
+        m = len(self.observe)
+        if data.value.shape[1] != m:
+            raise DataError(
+                f"{data.source}: {data.value.shape[1]} value column(s) ({', '.join(data.outputs)}) "
+                f"but the model observes {m} quantities"
+            )
+        if self.noise == "poisson":
+            v = data.value[np.isfinite(data.value)]
+            if np.any((v < 0) | (v != np.round(v))):
+                k = int(
+                    np.flatnonzero(
+                        np.any((data.value < 0) | (data.value != np.round(data.value)), axis=1)
+                    )[0]
+                )
+                raise DataError(
+                    f"{data.source}, line {data.line[k]}: Poisson counts must be non-negative integers"
+                )
+        labels = tuple(dict.fromkeys(data.subject.tolist()))
+        index = {s: i for i, s in enumerate(labels)}
+        subject = np.asarray([index[s] for s in data.subject])
+        if data.dose and self.dose is None:
+            raise DataError(
+                f"{data.source}: the data have doses but the model has no dose= compartment"
+            )
+        lags, amounts, targets = [], [], []
+        if self.dose is not None:
+            for n, (s, t) in enumerate(zip(data.subject, data.time)):
+                amount = data.dose.get(s, 0.0)
+                if amount > 0:
+                    lags.append(t)
+                    amounts.append(amount)
+                    targets.append(n)
+        order = np.argsort(np.asarray(lags, float), kind="stable")
+        observed = np.isfinite(data.value)
+        return LinearODEStatistics(
+            time=jnp.asarray(data.time),
+            value=jnp.asarray(np.where(observed, data.value, 0.0)),
+            observed=jnp.asarray(observed),
+            lag=jnp.asarray(np.asarray(lags, float)[order]),
+            amount=jnp.asarray(np.asarray(amounts, float)[order]),
+            target=jnp.asarray(np.asarray(targets, int)[order]),
+            subject=jnp.asarray(subject),
+            num_subjects=len(labels),
+            source=data.source,
+            subjects=labels,
+        )
+
+    def initial_theta(self, statistics) -> np.ndarray:
+        """Rates 0.1 or by the data's time scale, volume from the dose and the peak, sigma
+        from the spread of the data; refined by nothing (fit does that)."""
+        st = statistics
+        span = float(np.max(np.asarray(st.time))) or 1.0
+        values = np.asarray(st.value)[np.asarray(st.observed)]
+        out = []
+        for _, kind in self._named():
+            if kind == "log_rate":
+                out.append(math.log(3.0 / span))
+            elif kind == "real":
+                out.append(0.0)
+            elif kind == "log_volume":
+                peak = float(np.max(np.abs(values))) if values.size else 1.0
+                amount = float(np.mean(np.asarray(st.amount))) if st.amount.shape[0] else 1.0
+                out.append(math.log(max(amount / max(peak, 1e-12), 1e-12)))
+            elif kind == "log_initial":
+                out.append(0.0)
+            else:
+                scale = float(np.std(values)) if values.size > 1 else 1.0
+                out.append(
+                    math.log(max(0.3 * scale, 1e-6)) if self.noise == "gaussian" else math.log(0.2)
+                )
+        return np.asarray(out)
+
+    # ------------------------------------------------------------------ fit hooks
+
+    def check_gradient(self, gradient, caller: str) -> None:
+        if isinstance(gradient, (Fourier, CoarseGrid, Asymptotic)):
+            raise ValueError(
+                f"{caller}: {type(gradient).__name__}() does not apply to a LinearODE; use "
+                "Eigen() (default), Exact(), Adjoint(), AutoDiff() or a Surrogate"
+            )
+        if gradient is not None and not isinstance(gradient, Adjoint):
+            super().check_gradient(gradient, caller)
+
+    def fit_methods(self, gradient, information_gradient=None):
+        """Drive with the given method; the observed information with Exact's Hessian
+        (forward over reverse through the Pade Frechet derivative: valid at repeated
+        eigenvalues, where eigenvector derivatives are not)."""
+        return (self._method(gradient),), (information_gradient or Exact(),)
+
+    @property
+    def result_class(self):
+        return LinearODEFit
+
+    def describe_fit(self, statistics) -> str:
+        st = statistics
+        structure = (
+            "compartmental: "
+            + ", ".join(
+                f"{r}: {self.compartments[i]} -> {self.compartments[j] if j >= 0 else 'out'}"
+                for r, i, j in self.flows
+            )
+            if self.flows
+            else "A from a user function"
+        )
+        count = int(np.asarray(st.observed).sum())
+        return (
+            f"LinearODE fit: {count} observations of {len(st.subjects) or 'several'} subject(s); "
+            f"{len(self.compartments)} states ({structure}); {self.noise} noise"
+        )
+
+    def observed_data(self, statistics):
+        st = statistics
+        values = np.where(np.asarray(st.observed), np.asarray(st.value), np.nan)
+        return {
+            "y": (
+                values,
+                ["observation", "output"],
+                {
+                    "observation": list(range(values.shape[0])),
+                    "output": list(range(values.shape[1])),
+                },
+            )
+        }
+
+    # ------------------------------------------------------------------ simulation
+
+    def simulate(self, rng_key, theta, data: Series) -> Series:
+        """New values at the times, subjects and doses of ``data``, from the model at ``theta``."""
+        if isinstance(rng_key, (int, np.integer)):
+            rng_key = jax.random.key(int(rng_key))
+        st = self.statistics(data)
+        mu = np.asarray(self.predict(jnp.asarray(theta), st))
+        if self.noise == "poisson":
+            values = np.asarray(jax.random.poisson(rng_key, jnp.asarray(mu)), float)
+        else:
+            sigma = float(self.natural(jnp.asarray(theta))["sigma"])
+            sd = sigma if self.noise == "gaussian" else sigma * np.abs(mu)
+            values = mu + sd * np.asarray(jax.random.normal(rng_key, mu.shape))
+        values = np.where(np.isfinite(data.value), values, np.nan)
+        return dataclasses.replace(data, value=values, source="<simulated>")
+
+    # ------------------------------------------------------------------ specs
+
+    spec_keys: ClassVar[dict[str, str]] = {
+        "compartments": "state names (required)",
+        "flows": 'first-order flows: [["rate", "from", "to"], ...] ("to" may be "out")',
+        "observe": "the measured compartment(s): a name or a list of names",
+        "volume": "a positive parameter dividing the observed amounts",
+        "dose": "the compartment a bolus dose goes into",
+        "initial": 'x0: a list of values, or "estimate" (default zero)',
+        "activation": '"identity" (default), "exp", "softplus" or "tanh"',
+        "noise": '"gaussian" (default), "proportional" or "poisson"',
+    }
+    data_keys: ClassVar[dict[str, str]] = {
+        "time": "the time column (default time)",
+        "value": "the observed column(s), comma-separated (default value)",
+        "subject": "the subject column (optional)",
+        "dose": "the column with each subject's bolus at time 0 (optional)",
+    }
+
+    @classmethod
+    def from_spec(cls, table: dict, where: str) -> LinearODE:
+        for key in ("compartments", "flows"):
+            if key not in table:
+                raise ValueError(f"{where}: model.{key} is required ({cls.spec_keys[key]})")
+        if not isinstance(table["compartments"], list) or not all(
+            isinstance(c, str) for c in table["compartments"]
+        ):
+            raise ValueError(f"{where}: model.compartments must be a list of names")
+        flows = table["flows"]
+        if not isinstance(flows, list) or not all(
+            isinstance(f, list) and len(f) == 3 and all(isinstance(v, str) for v in f)
+            for f in flows
+        ):
+            raise ValueError(
+                f'{where}: model.flows must be a list of ["rate", "from", "to"]; got {flows!r}'
+            )
+        for key in ("volume", "dose", "activation", "noise"):
+            if key in table and not isinstance(table[key], str):
+                raise ValueError(f"{where}: model.{key} must be a string; got {table[key]!r}")
+        observe = table.get("observe")
+        if observe is not None and not (
+            isinstance(observe, str)
+            or (isinstance(observe, list) and all(isinstance(o, str) for o in observe))
+        ):
+            raise ValueError(f"{where}: model.observe must be a compartment name or a list of them")
+        initial = table.get("initial")
+        if initial is not None and not (
+            initial == "estimate"
+            or (
+                isinstance(initial, list)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in initial)
+            )
+        ):
+            raise ValueError(f'{where}: model.initial must be a list of numbers or "estimate"')
+        try:
+            return cls(
+                table["compartments"],
+                flows=[tuple(f) for f in flows],
+                observe=observe,
+                volume=table.get("volume"),
+                dose=table.get("dose"),
+                initial=initial,
+                activation=table.get("activation", "identity"),
+                noise=table.get("noise", "gaussian"),
+            )
+        except ValueError as error:
+            raise ValueError(f"{where}: [model]: {error}") from None
+
+    def read_data(self, source, **columns) -> Series:
+        """Read the spec's data file (CSV) with :func:`read_series`."""
+        return read_series(source, **columns)
+
+
+# ----------------------------------------------------------------------------- result
+
+
+class LinearODEFit(FitResult):
+    """A LinearODE fit: parameters on their natural scale, fitted values, a plot."""
+
+    def fitted(self, data=None) -> np.ndarray:
+        st = self.statistics if data is None else self.model.statistics(data)
+        return np.asarray(self.model.predict(jnp.asarray(self.theta), st))
+
+    def plot(self, data):
+        import matplotlib.pyplot as plt
+
+        model = self.model
+        st = self.statistics if data is None else model.statistics(data)
+        fitted = self.fitted(st)
+        time = np.asarray(st.time)
+        subject = np.asarray(st.subject)
+        values = np.where(np.asarray(st.observed), np.asarray(st.value), np.nan)
+        count = int(subject.max()) + 1
+        columns = min(count, 4)
+        rows = math.ceil(count / columns)
+        figure, axes = plt.subplots(
+            rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, layout="constrained"
+        )
+        labels = st.subjects or tuple(str(i) for i in range(count))
+        for s in range(count):
+            ax = axes[s // columns][s % columns]
+            rows_s = subject == s
+            for j in range(values.shape[1]):
+                ax.plot(time[rows_s], values[rows_s, j], "o", ms=3, color=f"C{j}")
+                ax.plot(time[rows_s], fitted[rows_s, j], "-", color=f"C{j}")
+            ax.set_title(f"subject {labels[s]}", fontsize=9)
+        for s in range(count, rows * columns):
+            axes[s // columns][s % columns].axis("off")
+        figure.supxlabel("time")
+        figure.supylabel("observed (points) and fitted (lines)")
+        return figure
