@@ -10,6 +10,7 @@ from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import CTMC, CTMCStatistics
 from linest.models.linear_ode import LinearODE, Series, read_series
 from linest.models.quantum import Counts, QuantumWalk, read_counts
+from linest.models.ssm import LinearSSM
 
 #: Model kinds by the name a spec file's ``model.type`` gives them.
 KINDS = {
@@ -17,6 +18,7 @@ KINDS = {
     "advection_diffusion": AdvectionDiffusion,
     "quantum_walk": QuantumWalk,
     "linear_ode": LinearODE,
+    "linear_ssm": LinearSSM,
 }
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "CTMCStatistics",
     "Counts",
     "LinearODE",
+    "LinearSSM",
     "QuantumWalk",
     "Series",
     "Snapshots",
