@@ -79,6 +79,11 @@ class LinearSSM(AbstractLinearModel):
         The initial mean (default zeros).
     initial_scale : float
         Standard deviation of the initial state, with process noise (default 1).
+    diffusion : "diagonal" (default) or "isotropic"
+        ``Qc = diag(q_i^2)`` or ``q^2 I``. With C observing fewer states than there
+        are, a diagonal diffusion leaves the scale of the unobserved states weakly
+        identified (rescaling a hidden state rescales its q and the entries of A that
+        couple it, up to the fixed initial covariance); an isotropic one pins it.
     """
 
     num_states: int = eqx.field(static=True)
@@ -87,6 +92,7 @@ class LinearSSM(AbstractLinearModel):
     activation: str = eqx.field(static=True)
     initial: tuple[float, ...] | str = eqx.field(static=True)
     initial_scale: float = eqx.field(static=True)
+    diffusion: str = eqx.field(static=True)
 
     kind: ClassVar[str] = "linear_ssm"
     prior_kinds: ClassVar[tuple[str, ...]] = ("drift", "log_process", "log_noise", "initial")
@@ -99,8 +105,14 @@ class LinearSSM(AbstractLinearModel):
         activation: str = "identity",
         initial: Sequence[float] | str | None = None,
         initial_scale: float = 1.0,
+        diffusion: str = "diagonal",
     ):
         caller = "LinearSSM"
+        if diffusion not in ("diagonal", "isotropic"):
+            raise ValueError(
+                f"{caller}: diffusion={diffusion!r}; expected 'diagonal' or 'isotropic'"
+            )
+        self.diffusion = diffusion
         if not isinstance(states, (int, np.integer)) or states < 1:
             raise ValueError(f"{caller}: states must be a positive integer; got {states!r}")
         self.num_states = int(states)
@@ -138,6 +150,10 @@ class LinearSSM(AbstractLinearModel):
     # ------------------------------------------------------------------ parameters
 
     @property
+    def _num_q(self) -> int:
+        return 1 if self.diffusion == "isotropic" else self.num_states
+
+    @property
     def num_outputs(self) -> int:
         return len(self.observe)
 
@@ -146,7 +162,7 @@ class LinearSSM(AbstractLinearModel):
         d, m = self.num_states, self.num_outputs
         names = [f"A[{i},{j}]" for i in range(d) for j in range(d)]
         if self.process_noise:
-            names += [f"log q[{i}]" for i in range(d)]
+            names += [f"log q[{i}]" for i in range(self._num_q)]
         names += [f"log r[{j}]" for j in range(m)]
         if self.initial == "estimate":
             names += [f"h0[{i}]" for i in range(d)]
@@ -155,7 +171,7 @@ class LinearSSM(AbstractLinearModel):
     @property
     def param_kinds(self) -> tuple[str, ...]:
         d, m = self.num_states, self.num_outputs
-        kinds = ["drift"] * d * d + (["log_process"] * d if self.process_noise else [])
+        kinds = ["drift"] * d * d + (["log_process"] * self._num_q if self.process_noise else [])
         kinds += ["log_noise"] * m + (["initial"] * d if self.initial == "estimate" else [])
         return tuple(kinds)
 
@@ -171,8 +187,9 @@ class LinearSSM(AbstractLinearModel):
         k = d * d
         q = None
         if self.process_noise:
-            q = jnp.exp(theta[k : k + d])
-            k += d
+            nq = self._num_q
+            q = jnp.broadcast_to(jnp.exp(theta[k : k + nq]), (d,))
+            k += nq
         r = jnp.exp(theta[k : k + m])
         k += m
         m0 = (
@@ -186,7 +203,8 @@ class LinearSSM(AbstractLinearModel):
         A = np.asarray(A, float).reshape(-1)
         parts = [A]
         if self.process_noise:
-            parts.append(np.log(np.asarray(q, float)))
+            q = np.asarray(q, float).reshape(-1)
+            parts.append(np.log(q[: self._num_q]))
         parts.append(np.log(np.asarray(r, float)))
         if self.initial == "estimate":
             parts.append(np.asarray(m0, float))
@@ -316,16 +334,18 @@ class LinearSSM(AbstractLinearModel):
         )
 
     def initial_theta(self, statistics) -> np.ndarray:
-        """A = -I / (the median step x 5), unit diffusion, noise 0.3 sd of the data."""
+        """A = s (-I + (superdiagonal - subdiagonal)) with s = 1 / (5 x the median step): a
+        stable start coupling the states (a diagonal A is a stationary point when C sees
+        only some states), diffusion and noise from the data's spread."""
         st = statistics
         d = self.num_states
         scale = 1.0 / (5.0 * float(np.median(np.asarray(st.step))))
-        A = -scale * np.eye(d)
+        A = scale * (-np.eye(d) + np.eye(d, k=1) - np.eye(d, k=-1))
         values = np.asarray(st.value)[np.asarray(st.observed)]
         spread = float(np.std(values)) if values.size > 1 else 1.0
         parts = [A.reshape(-1)]
         if self.process_noise:
-            parts.append(np.full(d, math.log(max(spread, 1e-6) * math.sqrt(scale))))
+            parts.append(np.full(self._num_q, math.log(max(spread, 1e-6) * math.sqrt(scale))))
         parts.append(np.full(self.num_outputs, math.log(max(0.3 * spread, 1e-6))))
         if self.initial == "estimate":
             parts.append(np.zeros(d))
@@ -403,6 +423,7 @@ class LinearSSM(AbstractLinearModel):
         "activation": 'without process noise: "identity", "exp", "softplus" or "tanh"',
         "initial": 'the initial mean: a list, or "estimate" (default zeros)',
         "initial_scale": "standard deviation of the initial state (default 1)",
+        "diffusion": '"diagonal" (default) or "isotropic" (one q for every state)',
     }
     data_keys: ClassVar[dict[str, str]] = {
         "time": "the time column (default time)",
@@ -436,8 +457,9 @@ class LinearSSM(AbstractLinearModel):
         scale = table.get("initial_scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             raise ValueError(f"{where}: model.initial_scale must be a number")
-        if "activation" in table and not isinstance(table["activation"], str):
-            raise ValueError(f"{where}: model.activation must be a string")
+        for key in ("activation", "diffusion"):
+            if key in table and not isinstance(table[key], str):
+                raise ValueError(f"{where}: model.{key} must be a string")
         try:
             return cls(
                 states,
@@ -446,6 +468,7 @@ class LinearSSM(AbstractLinearModel):
                 activation=table.get("activation", "identity"),
                 initial=initial,
                 initial_scale=float(scale),
+                diffusion=table.get("diffusion", "diagonal"),
             )
         except ValueError as error:
             raise ValueError(f"{where}: [model]: {error}") from None
