@@ -2,6 +2,7 @@
 
     linest fit SPEC.toml [--covariates sex] [--gradient NAME] [--json out.json]
                          [--plot fit.png]
+    linest compare SPEC.toml [--methods exact,eigen,...] [--out DIR]
     linest sample SPEC.toml [--chains 4] [--warmup 1000] [--draws 1000]
                                [--gradient NAME] [--out post.nc [--resume]] [--plots PREFIX]
 
@@ -124,6 +125,32 @@ def _sample(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from linest.compare import CANDIDATES, compare_model, format_report, plot_report
+    from linest.spec import load_spec
+
+    spec = load_spec(args.spec)
+    data = spec.read_data()
+    methods = CANDIDATES if not args.methods else [m.strip() for m in args.methods.split(",")]
+    prior = _prior(spec) if spec.priors else None
+    report = compare_model(
+        spec.model, data, methods, prior=prior, seed=args.seed, optimise=not args.no_fits
+    )
+    text = format_report(report, str(spec.path))
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
+        atomic_write(
+            out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n")
+        )
+        figure = plot_report(report)
+        atomic_write(out / "report.png", lambda tmp: figure.savefig(tmp, dpi=120))
+        print(f"wrote {out / 'report.md'}, report.json, report.png")
+    return 0
+
+
 def _prior(spec):
     from linest.priors import Prior
 
@@ -171,6 +198,18 @@ def main(argv=None) -> int:
     draw.add_argument("--block-size", type=int, help="draws per block (progress and writes)")
     draw.add_argument("--plots", metavar="PREFIX", help="write PREFIX-trace.png, PREFIX-pair.png")
     draw.add_argument("--quiet", action="store_true", help="no progress lines")
+    versus = commands.add_parser(
+        "compare", help="every gradient method on a model: error, cost, what an optimiser reaches"
+    )
+    versus.add_argument("spec", help="model specification file (TOML)")
+    versus.add_argument(
+        "--methods",
+        help="comma-separated method names (default: every one the model accepts among "
+        "default, exact, eigen, autodiff, adjoint, surrogate-left, surrogate-gauss-2/4/8)",
+    )
+    versus.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.png")
+    versus.add_argument("--no-fits", action="store_true", help="skip the optimiser runs")
+    versus.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     _enable_compilation_cache()
@@ -180,6 +219,8 @@ def main(argv=None) -> int:
     from linest.spec import SpecError
 
     try:
+        if args.command == "compare":
+            return _compare(args)
         return _fit(args) if args.command == "fit" else _sample(args)
     except (DataError, SpecError, PriorError, SamplingError) as error:
         print(f"linest: error: {error}", file=sys.stderr)

@@ -106,3 +106,222 @@ def format_table(rows: list[dict]) -> str:
             + ("" if r["finite"] else "  NON-FINITE")
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- a whole model
+
+#: Methods ``linest compare`` tries on a model (the model refuses those that do not apply).
+CANDIDATES: tuple[str, ...] = (
+    "default",
+    "exact",
+    "eigen",
+    "autodiff",
+    "adjoint",
+    "surrogate-left",
+    "surrogate-gauss-2",
+    "surrogate-gauss-4",
+    "surrogate-gauss-8",
+)
+
+
+def _usable(model, names: Sequence[str]) -> list[tuple[str, object]]:
+    """(name, method) for each name the model accepts; "default" is the model's own."""
+    from linest.engine import gradient_from_string
+
+    out = []
+    for name in names:
+        method = None if name == "default" else gradient_from_string(name)
+        try:
+            model.check_gradient(method, "compare")
+        except (ValueError, TypeError):
+            continue
+        out.append((name, method))
+    return out
+
+
+def compare_model(
+    model,
+    data,
+    methods: Sequence[str] = CANDIDATES,
+    prior=None,
+    num_prior_draws: int = 2,
+    repeats: int = 5,
+    seed: int = 0,
+    optimise: bool = True,
+) -> dict:
+    """Every gradient method the model accepts, at several parameter points.
+
+    Points: the maximum-likelihood estimate (fitted with the model's default method),
+    ``num_prior_draws`` draws from ``prior`` (a :class:`linest.Prior` or a table) when
+    given, and the estimate moved by two standard errors in a random direction. At each
+    point and for each method: the relative error and cosine of the gradient against the
+    model's default (exact) method, and the median time of value + gradient and its
+    ratio to the value alone. With ``optimise``, the fit each method drives from the
+    model's starting point: converged or not, iterations, and its -2 log-likelihood
+    gap to the default fit (positive: worse).
+
+    Returns ``{"points": [...], "gradients": [rows], "fits": [rows]}``.
+    """
+    import warnings
+
+    import equinox as eqx
+
+    from linest.fit import fit
+    from linest.models.base import for_compute
+    from linest.priors import Prior
+
+    statistics = for_compute(model.statistics(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference_fit = fit(model, statistics)
+    points = [("MLE", np.asarray(reference_fit.theta))]
+    rng = np.random.default_rng(seed)
+    if prior is not None:
+        prior = prior if isinstance(prior, Prior) else Prior.from_table(model, prior)
+        for k, draw in enumerate(prior.sample(rng, num_prior_draws)):
+            points.append((f"prior draw {k + 1}", draw))
+    se = np.where(np.isfinite(reference_fit.se), reference_fit.se, 0.1)
+    direction = rng.normal(size=se.shape)
+    direction /= np.linalg.norm(direction) or 1.0
+    points.append(("MLE + 2 se", reference_fit.theta + 2 * se * direction * np.sqrt(se.size)))
+
+    usable = _usable(model, methods)
+
+    @eqx.filter_jit
+    def value(theta, statistics):
+        return model.loglik(theta, statistics)
+
+    def compiled(method):
+        @eqx.filter_jit
+        def value_and_grad(theta, statistics):
+            return jax.value_and_grad(lambda t: model.loglik(t, statistics, method))(theta)
+
+        return value_and_grad
+
+    functions = {name: compiled(method) for name, method in usable}
+    rows = []
+    for label, theta in points:
+        theta = jnp.asarray(theta)
+        forward_ms = _median_ms(value, (theta, statistics), repeats)
+        reference = None
+        for name, _ in usable:
+            value_and_grad = functions[name]
+            out = value_and_grad(theta, statistics)
+            ms = _median_ms(value_and_grad, (theta, statistics), repeats)
+            g = np.asarray(out[1])
+            if reference is None:
+                reference = g  # the default method comes first
+            finite = bool(np.all(np.isfinite(g)))
+            norm = float(np.linalg.norm(reference)) or 1.0
+            rows.append(
+                {
+                    "point": label,
+                    "method": name,
+                    "loglik": float(out[0]),
+                    "relative_error": float(np.linalg.norm(g - reference)) / norm
+                    if finite
+                    else float("nan"),
+                    "cosine": float(g @ reference / (np.linalg.norm(g) * norm))
+                    if finite and np.linalg.norm(g) > 0
+                    else float("nan"),
+                    "milliseconds": ms,
+                    "ratio_to_forward": ms / forward_ms if forward_ms > 0 else float("nan"),
+                }
+            )
+    fits = []
+    if optimise:
+        for name, method in usable:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                start = time.perf_counter()
+                try:
+                    result = fit(model, statistics, gradient=method)
+                except (ValueError, FloatingPointError) as error:
+                    fits.append({"method": name, "error": str(error)})
+                    continue
+            fits.append(
+                {
+                    "method": name,
+                    "converged": bool(result.converged),
+                    "iterations": int(result.iterations),
+                    "evaluations": int(result.evaluations),
+                    "seconds": time.perf_counter() - start,
+                    "minus2loglik_gap": result.minus2loglik - reference_fit.minus2loglik,
+                }
+            )
+    return {
+        "points": [(label, [float(v) for v in np.asarray(t)]) for label, t in points],
+        "gradients": rows,
+        "fits": fits,
+    }
+
+
+def _median_ms(f, args, repeats: int) -> float:
+    jax.block_until_ready(f(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def format_report(report: dict, title: str) -> str:
+    """The tables of :func:`compare_model` as Markdown."""
+    lines = [f"# Gradient methods on {title}", ""]
+    lines += ["Parameter points: " + ", ".join(label for label, _ in report["points"]), ""]
+    lines += [
+        "## Gradients (against the model's default exact method)",
+        "",
+        "| point | method | rel. error | cosine | ms / value+grad | x forward |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["gradients"]:
+        lines.append(
+            f"| {r['point']} | {r['method']} | {r['relative_error']:.2e} | {r['cosine']:.6f} | "
+            f"{r['milliseconds']:.3f} | {r['ratio_to_forward']:.1f} |"
+        )
+    if report["fits"]:
+        lines += [
+            "",
+            "## What an optimiser driven by each gradient reaches",
+            "",
+            "| method | converged | iterations | evaluations | seconds | -2LL gap |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in report["fits"]:
+            if "error" in r:
+                lines.append(f"| {r['method']} | error: {r['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {r['method']} | {r['converged']} | {r['iterations']} | {r['evaluations']} | "
+                f"{r['seconds']:.2f} | {r['minus2loglik_gap']:.3g} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict):
+    """Cost against accuracy at each point (one marker per method)."""
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    methods = list(dict.fromkeys(r["method"] for r in report["gradients"]))
+    points = list(dict.fromkeys(r["point"] for r in report["gradients"]))
+    markers = "osD^v<>"
+    for m, method in enumerate(methods):
+        for p, point in enumerate(points):
+            row = next(
+                r for r in report["gradients"] if r["method"] == method and r["point"] == point
+            )
+            ax.loglog(
+                row["milliseconds"],
+                max(row["relative_error"], 1e-17),
+                markers[p % len(markers)],
+                color=f"C{m}",
+                label=method if p == 0 else None,
+            )
+    ax.set_xlabel("value + gradient (ms, median)")
+    ax.set_ylabel("relative error vs the default method (1e-17: exact)")
+    ax.set_title("cost against accuracy (marker: parameter point)")
+    ax.legend(fontsize=8)
+    return figure

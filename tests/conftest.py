@@ -22,3 +22,12 @@ def rel(a, b):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_compilation_cache(monkeypatch):
+    """Tests that run the command line in-process must not read the user's persistent
+    XLA cache (~/.cache/linest/jax): loading an entry written by another run once
+    segfaulted inside jax's compilation_cache (a multi-device sample program). A test
+    that wants the cache sets LINEST_CACHE_DIR itself."""
+    monkeypatch.setenv("LINEST_CACHE_DIR", "off")
