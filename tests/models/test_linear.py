@@ -468,3 +468,28 @@ def test_bad_spec_files_name_the_key(tmp_path, capsys, spec, old, new, message):
     assert main(["fit", str(path)]) == 1
     err = capsys.readouterr().err
     assert re.search(message, err), err
+
+
+def test_compare_command_writes_a_report(tmp_path, capsys):
+    spec = ROOT / "models" / "theophylline.toml"
+    argv = ["compare", str(spec), "--methods", "default,exact,surrogate-left,surrogate-gauss-8"]
+    assert main([*argv, "--out", str(tmp_path), "--no-fits"]) == 0
+    printed = capsys.readouterr().out
+    assert "| MLE | exact |" in printed and "prior draw 2" in printed
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {(r["point"], r["method"]): r for r in report["gradients"]}
+    # Away from the MLE (where the gradient is nearly zero, so relative errors are rounding)
+    point = "prior draw 1"
+    assert rows[(point, "exact")]["relative_error"] < 1e-10
+    assert rows[(point, "surrogate-gauss-8")]["relative_error"] < 1e-4
+    assert rows[(point, "surrogate-left")]["relative_error"] > 1e-3
+    assert (tmp_path / "report.md").exists() and (tmp_path / "report.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["compartment", "ssm", "quantum_ring"])
+def test_compare_runs_on_every_kind(tmp_path, capsys, name):
+    assert main(["compare", str(ROOT / "models" / f"{name}.toml"), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    fits = {r["method"]: r for r in report["fits"]}
+    assert fits["default"]["converged"] and abs(fits["default"]["minus2loglik_gap"]) < 1e-6
