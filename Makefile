@@ -47,6 +47,8 @@ demo: $(VENV)/.installed-test
 	$(BIN)/python examples/advection_diffusion.py --out .
 	$(BIN)/linest fit models/quantum_ring.toml --plot quantum-fit.png
 	$(BIN)/python examples/quantum_potential.py --out .
+	$(BIN)/linest fit models/theophylline.toml --plot theophylline.png
+	$(BIN)/python examples/ssm.py --out .
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
