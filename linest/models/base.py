@@ -75,12 +75,29 @@ class AbstractLinearModel(eqx.Module):
         """The :class:`FitResult` subclass ``linest.fit`` returns (the model's own views)."""
         return FitResult
 
+    #: Whether the likelihood propagates states ``x(t) = exp(tA) x0``, so that Adjoint (an
+    #: ODE solve) applies besides the matrix methods.
+    propagates_states: ClassVar[bool] = False
+    #: Names of engine methods that do not apply to this model (e.g. Asymptotic, which
+    #: is for rate matrices).
+    refused_methods: ClassVar[tuple[str, ...]] = ()
+
     def check_gradient(self, gradient, caller: str) -> None:
         """Raise if ``gradient`` is not a method this model can use (None: the default)."""
         from linest.engine import _check_gradient
+        from linest.gradients import Adjoint
 
-        if gradient is not None:
-            _check_gradient(gradient, caller)
+        if gradient is None:
+            return
+        if type(gradient).__name__ in self.refused_methods:
+            raise ValueError(
+                f"{caller}: {type(gradient).__name__}() does not apply to a "
+                f"{type(self).__name__}; use Eigen(), Exact(), AutoDiff() or a Surrogate"
+                + (", or Adjoint()" if self.propagates_states else "")
+            )
+        if self.propagates_states and isinstance(gradient, Adjoint):
+            return
+        _check_gradient(gradient, caller)
 
     def fit_methods(self, gradient, information_gradient=None) -> tuple[tuple, tuple]:
         """(methods driving the optimiser, exact methods for the Hessian), each tried in

@@ -46,9 +46,7 @@ from jax.scipy.special import gammaln
 
 from linest.data import DataError
 from linest.engine import propagate
-from linest.gradients import Adjoint, Asymptotic, Eigen, Exact
-from linest.gradients.coarse import CoarseGrid
-from linest.gradients.fourier import Fourier
+from linest.gradients import Adjoint, Eigen, Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.result import FitResult
 
@@ -250,6 +248,8 @@ class LinearODE(AbstractLinearModel):
     noise: str = eqx.field(static=True)
 
     kind: ClassVar[str] = "linear_ode"
+    propagates_states: ClassVar[bool] = True
+    refused_methods: ClassVar[tuple[str, ...]] = ("Fourier", "CoarseGrid", "Asymptotic")
     prior_kinds: ClassVar[tuple[str, ...]] = (
         "log_rate",
         "real",
@@ -595,15 +595,6 @@ class LinearODE(AbstractLinearModel):
         return np.asarray(out)
 
     # ------------------------------------------------------------------ fit hooks
-
-    def check_gradient(self, gradient, caller: str) -> None:
-        if isinstance(gradient, (Fourier, CoarseGrid, Asymptotic)):
-            raise ValueError(
-                f"{caller}: {type(gradient).__name__}() does not apply to a LinearODE; use "
-                "Eigen() (default), Exact(), Adjoint(), AutoDiff() or a Surrogate"
-            )
-        if gradient is not None and not isinstance(gradient, Adjoint):
-            super().check_gradient(gradient, caller)
 
     def fit_methods(self, gradient, information_gradient=None):
         """Drive with the given method; the observed information with Exact's Hessian

@@ -61,9 +61,7 @@ from jax.scipy.special import gammaln
 from linest._io import atomic_write
 from linest.data import DataError
 from linest.engine import expm, propagate
-from linest.gradients import Adjoint, Asymptotic, Eigen, Exact
-from linest.gradients.coarse import CoarseGrid
-from linest.gradients.fourier import Fourier
+from linest.gradients import Adjoint, Eigen, Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.result import Z95, FitResult, exp_interval
 
@@ -356,6 +354,8 @@ class QuantumWalk(AbstractLinearModel):
     reference: int = eqx.field(static=True)
 
     kind: ClassVar[str] = "quantum_walk"
+    propagates_states: ClassVar[bool] = True
+    refused_methods: ClassVar[tuple[str, ...]] = ("Fourier", "CoarseGrid", "Asymptotic")
     prior_kinds: ClassVar[tuple[str, ...]] = ("potential", "log_hopping")
 
     def __init__(
@@ -600,15 +600,6 @@ class QuantumWalk(AbstractLinearModel):
             # A = -iH with H real symmetric by construction: a real eigh.
             return dataclasses.replace(gradient, structure="imaginary-symmetric")
         return gradient
-
-    def check_gradient(self, gradient, caller: str) -> None:
-        if isinstance(gradient, (Fourier, CoarseGrid, Asymptotic)):
-            raise ValueError(
-                f"{caller}: {type(gradient).__name__}() does not apply to a quantum walk; use "
-                "Eigen() (default), Exact(), Adjoint(), AutoDiff() or a Surrogate"
-            )
-        if gradient is not None and not isinstance(gradient, Adjoint):
-            super().check_gradient(gradient, caller)
 
     def states(self, theta, times, gradient=None) -> jax.Array:
         """``x(t_k)`` for every time, ``(K, d)`` complex.

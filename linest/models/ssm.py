@@ -35,9 +35,7 @@ import numpy as np
 
 from linest.data import DataError
 from linest.engine import expm
-from linest.gradients import Adjoint, Asymptotic, Exact
-from linest.gradients.coarse import CoarseGrid
-from linest.gradients.fourier import Fourier
+from linest.gradients import Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.linear_ode import _ACTIVATIONS, Series, read_series
 
@@ -95,6 +93,7 @@ class LinearSSM(AbstractLinearModel):
     diffusion: str = eqx.field(static=True)
 
     kind: ClassVar[str] = "linear_ssm"
+    refused_methods: ClassVar[tuple[str, ...]] = ("Fourier", "CoarseGrid", "Asymptotic", "Adjoint")
     prior_kinds: ClassVar[tuple[str, ...]] = ("drift", "log_process", "log_noise", "initial")
 
     def __init__(
@@ -350,14 +349,6 @@ class LinearSSM(AbstractLinearModel):
         if self.initial == "estimate":
             parts.append(np.zeros(d))
         return np.concatenate(parts)
-
-    def check_gradient(self, gradient, caller: str) -> None:
-        if isinstance(gradient, (Fourier, CoarseGrid, Asymptotic, Adjoint)):
-            raise ValueError(
-                f"{caller}: {type(gradient).__name__}() does not apply to a LinearSSM; use "
-                "Exact() (default), Eigen(), AutoDiff() or a Surrogate"
-            )
-        super().check_gradient(gradient, caller)
 
     def fit_methods(self, gradient, information_gradient=None):
         return (gradient or Exact(),), (information_gradient or Exact(),)

@@ -326,7 +326,7 @@ def test_normalize_divides_by_the_norm():
 
 def test_methods_that_do_not_apply_are_refused():
     model, _, data = _problem(1, d=4)
-    with pytest.raises(ValueError, match=r"Fourier\(\) does not apply to a quantum walk"):
+    with pytest.raises(ValueError, match=r"Fourier\(\) does not apply to a QuantumWalk"):
         linest.fit(model, data, gradient=linest.Fourier())
 
 
