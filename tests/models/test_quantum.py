@@ -88,7 +88,11 @@ def _central_differences(f, theta, h=1e-6):
     return np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in eye])
 
 
-@pytest.mark.parametrize("hopping", [1.0, None], ids=["known-hopping", "estimated-hopping"])
+@pytest.mark.parametrize(
+    "hopping",
+    [pytest.param(1.0, marks=pytest.mark.slow), None],
+    ids=["known-hopping", "estimated-hopping"],
+)
 def test_exact_gradients_equal_central_differences(hopping):
     model, theta, data = _problem(4, d=6, hopping=hopping, times=TIMES[:6], detector=[0, 1, 2])
     st = model.statistics(data)
@@ -343,7 +347,7 @@ def test_counts_round_trip_through_csv(tmp_path):
 # ----------------------------------------------------------------------------- spec + CLI
 
 
-def test_cli_fit_and_sample_the_shipped_ring(tmp_path, capsys):
+def test_cli_fit_the_shipped_ring(tmp_path, capsys):
     spec = ROOT / "models" / "quantum_ring.toml"
     truth = json.loads((ROOT / "data" / "quantum" / "truth.json").read_text())
     out = tmp_path / "fit.json"
@@ -357,6 +361,11 @@ def test_cli_fit_and_sample_the_shipped_ring(tmp_path, capsys):
     true_theta = model.theta(truth["potential"], truth["hopping"])
     assert np.all(np.abs(_aligned(model, theta, true_theta) - true_theta) < 4 * se)
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_cli_sample_the_shipped_ring(tmp_path):
+    spec = ROOT / "models" / "quantum_ring.toml"
     # In a fresh process, as users run it (see tests/models/test_linear.py: XLA's CPU
     # compiler segfaulted compiling the sharded sampler late in one long pytest process).
     post = tmp_path / "post.nc"
