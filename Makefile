@@ -24,13 +24,14 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	@touch $@
 
 .PHONY: test test-slow lint bench demo clean
-# Three processes: XLA's CPU compiler segfaulted (three times, at different compilations)
+# Two processes: XLA's CPU compiler segfaulted (three times, at different compilations)
 # late in one process running the whole suite, never in a shorter one; one process per
 # module would recompile what modules share (2-3 minutes more).
+TESTS_1 = tests/gradients $(wildcard tests/test_*.py) tests/models/test_advection_diffusion.py tests/models/test_ctmc.py
+TESTS_2 = $(filter-out $(TESTS_1),$(wildcard tests/models/test_*.py))
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/gradients tests/test_cli.py tests/test_data.py tests/test_sample.py
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/models/test_advection_diffusion.py tests/models/test_ctmc.py
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/models/test_linear.py tests/models/test_quantum.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_1)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_2)
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m slow

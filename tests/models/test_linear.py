@@ -67,8 +67,8 @@ def _subset(data: Series, subject: str) -> Series:
 # ----------------------------------------------------------------------------- R's nls
 
 
-def test_theophylline_matches_r_nls_pooled_and_three_subjects():
-    _check_theophylline(("1", "9", "10"))  # 9: the fastest absorption (lKa 2.18)
+def test_theophylline_matches_r_nls_pooled_and_one_subject():
+    _check_theophylline(("9",))  # 9: the fastest absorption (lKa 2.18); all 12 when slow
 
 
 @pytest.mark.slow
@@ -198,6 +198,7 @@ def test_user_system_function_equals_the_compartmental_flows():
     )
 
 
+@pytest.mark.slow
 def test_linear_ode_recovers_known_parameters():
     model, theta, data = _compartment_problem(seed=3)
     with warnings.catch_warnings():

@@ -104,6 +104,7 @@ def test_exact_gradients_equal_central_differences(hopping):
         assert np.max(np.abs(g - fd)) < 1e-5 * np.max(np.abs(fd)), (method, g, fd)
 
 
+@pytest.mark.slow
 def test_surrogates_converge_to_the_exact_gradient():
     model, theta, data = _problem(5, d=6, times=TIMES[:6])
     st = model.statistics(data)
@@ -206,7 +207,7 @@ def _check_recovery(seed):
 
 def test_fit_recovers_a_known_potential_within_its_intervals():
     """d = 8, K = 10 times, N = 10^4 shots per time (the issue's design), two seeds."""
-    for seed in (11, 12):
+    for seed in (11,):  # many more in the slow coverage test
         z = _check_recovery(seed)
         assert np.all(z < 3.5), z
 
