@@ -466,6 +466,7 @@ def test_bad_spec_files_name_the_key(tmp_path, capsys, spec, old, new, message):
     assert re.search(message, err), err
 
 
+@pytest.mark.slow
 def test_compare_command_writes_a_report(tmp_path, capsys):
     spec = ROOT / "models" / "theophylline.toml"
     argv = ["compare", str(spec), "--methods", "default,exact,surrogate-left,surrogate-gauss-8"]

@@ -221,6 +221,7 @@ def test_interval_coverage_over_seeds():
     assert 0.90 <= coverage <= 0.99, coverage
 
 
+@pytest.mark.slow
 def test_fit_with_estimated_hopping_and_partial_detector():
     model, truth, data = _problem(7, hopping=None, detector=[0, 1, 2, 3, 4])
     with warnings.catch_warnings():
