@@ -46,7 +46,7 @@ from jax.scipy.special import gammaln
 
 from linest.data import DataError
 from linest.engine import propagate
-from linest.gradients import Adjoint, Eigen, Exact
+from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.result import FitResult
 
@@ -189,6 +189,7 @@ class LinearODEStatistics(eqx.Module):
     amount: jax.Array  # (P,)
     target: jax.Array  # (P,) the observation each lag belongs to
     subject: jax.Array  # (n,) subject index
+    time_order: jax.Array  # (n,) the observations in non-decreasing time
     num_subjects: int = eqx.field(static=True, default=1)
     source: str = eqx.field(static=True, default="")
     subjects: tuple[str, ...] = eqx.field(static=True, default=())
@@ -461,16 +462,10 @@ class LinearODE(AbstractLinearModel):
             x = x.at[st.target].add(st.amount[:, None] * X)
         x0 = self._x0(theta)
         if x0 is not None:
-            order = (
-                np.argsort(np.asarray(st.time))
-                if not isinstance(st.time, jax.core.Tracer)
-                else None
-            )
-            if order is not None and isinstance(method, Adjoint):
-                X = propagate(A, x0, st.time[order], method)
-                x = x.at[jnp.asarray(order)].add(X)
-            else:
-                x = x + propagate(A, x0, st.time, method)
+            # Sorted times (one ODE solve for Adjoint, which needs them non-decreasing),
+            # scattered back to the observations; the order comes with the statistics.
+            X = propagate(A, x0, st.time[st.time_order], method)
+            x = x.at[st.time_order].add(X)
         return x
 
     def predict(self, theta, statistics, gradient=None) -> jax.Array:
@@ -561,6 +556,7 @@ class LinearODE(AbstractLinearModel):
             amount=jnp.asarray(np.asarray(amounts, float)[order]),
             target=jnp.asarray(np.asarray(targets, int)[order]),
             subject=jnp.asarray(subject),
+            time_order=jnp.asarray(np.argsort(data.time, kind="stable")),
             num_subjects=len(labels),
             source=data.source,
             subjects=labels,
