@@ -137,7 +137,9 @@ def _grad(model, stats, theta, method):
     return np.asarray(jax.jit(jax.grad(lambda t, s: model.loglik(t, s, method)))(theta, stats))
 
 
-@pytest.mark.parametrize("velocity", ["constant", "grid", "stream"])
+@pytest.mark.parametrize(
+    "velocity", ["constant", pytest.param("grid", marks=pytest.mark.slow), "stream"]
+)
 def test_exact_gradients_equal_central_differences(velocity, rng):
     kw = {} if velocity == "constant" else {"coarse": 3}
     model, stats, theta = _problem(velocity, rng, **kw)
@@ -166,6 +168,7 @@ def test_exact_gradients_equal_central_differences(velocity, rng):
     assert np.linalg.norm(backsolve - g) <= 1e-4 * np.linalg.norm(g)
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_quadrature_surrogates_converge_to_the_exact_gradient(rng):
     """Eq. 4.7 by quadrature per snapshot interval: error falls with the rule's order.
 
@@ -205,6 +208,7 @@ def test_surrogates_are_exact_for_a_constant_velocity(rng):
         assert np.linalg.norm(g - exact) <= 1e-10 * np.linalg.norm(exact)
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_coarse_grid_surrogate_value_is_exact_and_gradient_close(rng):
     shape = (32, 32)
     model = linest.AdvectionDiffusion(shape, velocity="grid", coarse=4)
@@ -483,6 +487,7 @@ def _small_spec(tmp_path, extra_model="", extra_data="", priors=True):
     return path, truth
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_cli_fit_and_sample_a_grid_model(tmp_path, capsys):
     spec, truth = _small_spec(tmp_path)
     out = tmp_path / "fit.json"

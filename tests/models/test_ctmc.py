@@ -119,6 +119,7 @@ def test_psor_with_covariates_matches_msm():
     assert abs(hr.loc[("ollwsdrt", "2-3")].hr / 0.4578586 - 1) < 1e-3
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_methods_reach_the_same_optimum(cav_model, cav_chains, cav_fit):
     """Exact and AutoDiff reach the default's optimum; the surrogates' gaps are recorded."""
     scaled = linest.Surrogate("gauss", 2, max_norm=0.5)
@@ -184,6 +185,7 @@ def test_cell_buckets_bound_padding_and_shapes():
     assert len(set(sizes[100:])) < 40  # few shapes, so few compilations
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_hessian_in_column_batches_equals_full_hessian(monkeypatch):
     """Batched Hessian columns (the memory guard for many states) equal jax.hessian."""
     import sys
@@ -201,6 +203,7 @@ def test_hessian_in_column_batches_equals_full_hessian(monkeypatch):
     np.testing.assert_allclose(batched, full, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_expm_times_methods_agree(rng):
     A = jnp.asarray(np.stack([random_generator(rng, 5), random_generator(rng, 5, 2.0)]))
     ts = jnp.asarray(rng.uniform(0.01, 5, 40))
