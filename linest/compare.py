@@ -249,11 +249,75 @@ def compare_model(
                     "minus2loglik_gap": result.minus2loglik - reference_fit.minus2loglik,
                 }
             )
+    scales, data_scales = [], None
+    A = model.system_matrix(jnp.asarray(reference_fit.theta))
+    if A is not None:
+        scales = scale_errors(A, usable, seed=seed)
+        times = model.exponent_times(statistics)
+        if times is not None and np.size(times):
+            norm = float(np.max(np.sum(np.abs(np.asarray(A)), axis=0)))
+            positive = np.asarray(times, float)[np.asarray(times) > 0]
+            if positive.size:
+                data_scales = [float(positive.min() * norm), float(positive.max() * norm)]
     return {
         "points": [(label, [float(v) for v in np.asarray(t)]) for label, t in points],
         "gradients": rows,
         "fits": fits,
+        "scales": scales,
+        "data_scales": data_scales,
     }
+
+
+#: t ||A||_1 values of the scale analysis.
+SCALES = tuple(float(v) for v in np.geomspace(0.01, 100.0, 13))
+
+
+def scale_errors(
+    A, methods: Sequence[tuple[str, object]], scales: Sequence[float] = SCALES, seed: int = 0
+) -> list[dict]:
+    """How each method's derivative of ``exp(tA)`` degrades as ``t ||A||_1`` grows.
+
+    For the model's own ``A`` (at the MLE) and random unit vectors ``w``, ``x0``, the
+    gradient of ``Re w^H exp(tA) x0`` with respect to A, by each method, against
+    :class:`Exact`'s, at ``t = scale / ||A||_1`` for each scale. Rows: method, scale,
+    relative error (NaN where the method failed or is not defined for a dense A).
+    """
+    from linest.engine import propagate
+
+    A = jnp.asarray(A)
+    norm = float(jnp.max(jnp.sum(jnp.abs(A), axis=0))) or 1.0
+    rng = np.random.default_rng(seed)
+    d = A.shape[-1]
+    dtype = A.dtype
+    w = rng.normal(size=d) + (1j * rng.normal(size=d) if jnp.iscomplexobj(A) else 0)
+    x0 = rng.normal(size=d) + (1j * rng.normal(size=d) if jnp.iscomplexobj(A) else 0)
+    w = jnp.asarray(w / np.linalg.norm(w), dtype)
+    x0 = jnp.asarray(x0 / np.linalg.norm(x0), dtype)
+
+    def gradient_of(method):
+        @jax.jit
+        def g(A, t):
+            def f(A):
+                x = propagate(A, x0, jnp.reshape(t, (1,)), method)[0]
+                return jnp.real(jnp.vdot(w, x))
+
+            return jax.grad(f)(A)
+
+        return g
+
+    exact = gradient_of(Exact())
+    references = [np.asarray(exact(A, s / norm)) for s in scales]
+    rows = []
+    for name, method in methods:
+        g = gradient_of(method if method is not None else Exact())
+        for s, reference in zip(scales, references, strict=True):
+            try:
+                value = np.asarray(g(A, s / norm))
+                error = float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
+            except (ValueError, TypeError, NotImplementedError):
+                error = float("nan")
+            rows.append({"method": name, "scale": s, "relative_error": error})
+    return rows
 
 
 def _median_ms(f, args, repeats: int) -> float:
@@ -299,14 +363,38 @@ def format_report(report: dict, title: str) -> str:
                 f"| {r['method']} | {r['converged']} | {r['iterations']} | {r['evaluations']} | "
                 f"{r['seconds']:.2f} | {r['minus2loglik_gap']:.3g} |"
             )
+    if report.get("scales"):
+        scales = list(dict.fromkeys(r["scale"] for r in report["scales"]))
+        shown = scales[::3]
+        lines += [
+            "",
+            "## Error of d exp(tA) / dA against t ||A||_1 (the model's A at the MLE)",
+            "",
+        ]
+        if report.get("data_scales"):
+            low, high = report["data_scales"]
+            lines += [f"The data need t ||A||_1 from {low:.3g} to {high:.3g}.", ""]
+        lines += [
+            "| method | " + " | ".join(f"{s:.3g}" for s in shown) + " |",
+            "|---|" + "---|" * len(shown),
+        ]
+        for method in dict.fromkeys(r["method"] for r in report["scales"]):
+            errors = {
+                r["scale"]: r["relative_error"] for r in report["scales"] if r["method"] == method
+            }
+            lines.append(f"| {method} | " + " | ".join(f"{errors[s]:.1e}" for s in shown) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot_report(report: dict):
-    """Cost against accuracy at each point (one marker per method)."""
+    """Cost against accuracy at each point (one marker per method) and, where the model
+    has a dense A, the error against t ||A||."""
     import matplotlib.pyplot as plt
 
-    figure, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    panels = 2 if report.get("scales") else 1
+    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), layout="constrained")
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
     methods = list(dict.fromkeys(r["method"] for r in report["gradients"]))
     points = list(dict.fromkeys(r["point"] for r in report["gradients"]))
     markers = "osD^v<>"
@@ -326,4 +414,23 @@ def plot_report(report: dict):
     ax.set_ylabel("relative error vs the default method (1e-17: exact)")
     ax.set_title("cost against accuracy (marker: parameter point)")
     ax.legend(fontsize=8)
+    if panels == 2:
+        ax = axes[1]
+        for m, method in enumerate(dict.fromkeys(r["method"] for r in report["scales"])):
+            rows = [r for r in report["scales"] if r["method"] == method]
+            ax.loglog(
+                [r["scale"] for r in rows],
+                [max(r["relative_error"], 1e-17) for r in rows],
+                "o-",
+                ms=3,
+                color=f"C{m}",
+                label=method,
+            )
+        if report.get("data_scales"):
+            low, high = report["data_scales"]
+            ax.axvspan(max(low, 1e-3), high, color="0.85", zorder=0, label="the data's t ||A||")
+        ax.set_xlabel("t ||A||_1")
+        ax.set_ylabel("relative error of d exp(tA)/dA (1e-17: exact)")
+        ax.set_title("accuracy against t ||A|| (the model's A at the MLE)")
+        ax.legend(fontsize=8)
     return figure

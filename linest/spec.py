@@ -89,6 +89,12 @@ def load_spec(path) -> Spec:
     if not source.exists():
         raise SpecError(f"{path}: data.file = {data_table['file']!r}: {source}: no such file")
     data = {k: v for k, v in data_table.items() if k != "file"} | {"source": source}
+    for key in getattr(cls, "file_data_keys", ()):  # further files, relative to the spec too
+        if key in data:
+            other = (path.parent / data[key]).resolve()
+            if not other.exists():
+                raise SpecError(f"{path}: data.{key} = {data[key]!r}: {other}: no such file")
+            data[key] = other
     return Spec(path=path, model=model, data=data, priors=priors)
 
 

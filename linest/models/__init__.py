@@ -8,9 +8,10 @@ from linest.models.advection_diffusion import (
 )
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import CTMC, CTMCStatistics
-from linest.models.linear_ode import LinearODE, Series, read_series
+from linest.models.linear_ode import Dose, LinearODE, Series, read_doses, read_series
 from linest.models.quantum import Counts, QuantumWalk, read_counts
 from linest.models.ssm import LinearSSM
+from linest.models.structure import Structure
 
 #: Model kinds by the name a spec file's ``model.type`` gives them.
 KINDS = {
@@ -28,12 +29,15 @@ __all__ = [
     "AdvectionDiffusion",
     "CTMCStatistics",
     "Counts",
+    "Dose",
     "LinearODE",
     "LinearSSM",
     "QuantumWalk",
     "Series",
     "Snapshots",
+    "Structure",
     "read_counts",
+    "read_doses",
     "read_series",
     "read_snapshots",
     "write_snapshots",

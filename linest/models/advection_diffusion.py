@@ -568,6 +568,21 @@ class AdvectionDiffusion(AbstractLinearModel):
         """The matrix-free operator ``A(theta)`` (an equinox Module ``v -> A v``)."""
         return _operator_from(self, _params(self, jnp.asarray(theta)))
 
+    #: The largest grid whose operator ``system_matrix`` forms densely.
+    DENSE_LIMIT: ClassVar[int] = 1024
+
+    def system_matrix(self, theta):
+        """The operator as a dense matrix (None above ``DENSE_LIMIT`` cells)."""
+        size = math.prod(self.shape)
+        if size > self.DENSE_LIMIT:
+            return None
+        op = self.operator(theta)
+        basis = jnp.eye(size).reshape((size, *self.shape))
+        return jax.vmap(op)(basis).reshape(size, size).T
+
+    def exponent_times(self, statistics):
+        return np.asarray(statistics.times)
+
     def circulant(self, theta) -> Circulant:
         """The operator as a :class:`Circulant` (constant velocity only)."""
         if self.velocity != "constant":

@@ -131,6 +131,17 @@ class AbstractLinearModel(eqx.Module):
         )
         return jax.numpy.asarray(centre) + jitter
 
+    def system_matrix(self, theta) -> jax.Array | None:
+        """A(theta) as a dense matrix, for analyses of the engine on this model's own A
+        (``linest compare``'s error against t ||A||); None where the model has none small
+        enough to form."""
+        return None
+
+    def exponent_times(self, statistics) -> np.ndarray | None:
+        """The times t at which the likelihood needs exp(tA) (or None): where the data put
+        t ||A||."""
+        return None
+
     def observed_data(self, statistics) -> dict | None:
         """``{name: (array, dims, coords)}`` for ArviZ's observed_data group, or None."""
         return None

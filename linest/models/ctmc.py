@@ -344,6 +344,13 @@ class CTMC(AbstractLinearModel):
 
     matrix = generator
 
+    def system_matrix(self, theta):
+        """Q at the baseline covariates."""
+        return self.generator(theta)
+
+    def exponent_times(self, statistics):
+        return np.asarray(statistics.lag)
+
     # ------------------------------------------------------------------ likelihood
 
     def loglik(self, theta, statistics: CTMCStatistics, gradient=None) -> jax.Array:

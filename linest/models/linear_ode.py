@@ -10,7 +10,7 @@ one call of the engine (:func:`linest.propagate`): with the default
 exact derivative; where the eigenvectors are ill-conditioned (equal rates in a chain of
 compartments make A defective) the Pade Frechet derivative takes over.
 
-A is given in one of two ways:
+A is given by:
 
 * **compartmental** (``flows``): compartments with named first-order flows
   ``rate: from -> to`` (``to`` may be ``"out"``, elimination); each rate is a positive
@@ -24,9 +24,23 @@ positive volume parameter when ``volume`` names one (a concentration), through a
 activation ``f`` (identity, exp, softplus or tanh), with Gaussian noise (``log sigma``
 estimated), proportional noise (sd = sigma |mean|), or Poisson counts.
 
+Inputs (:class:`Dose`): a bolus (``amount`` at ``time``), an infusion (``amount`` spread
+evenly over ``duration``) or a constant ``rate`` from ``time`` on, into the model's ``dose``
+compartment or a named one. An infusion of rate ``R`` into ``c`` adds
+``R int_0^u exp(sA) e_c ds`` at ``u`` after its start, which is the first ``d`` entries of
+``exp(u Ahat) e_{d+1}`` for the augmented ``Ahat = [[A, e_c], [0, 0]]``: again one engine call
+for every (observation, infusion) lag, with any gradient method; an infusion that has ended
+is the difference of two such terms (its start and its end). That difference loses relative
+accuracy once the amount left is far below the amount infused (about 1e-16 times their
+ratio: 1e-10 relative after a million-fold decay).
+
 Data: one row per observation time, per subject (independent units sharing the
-parameters) with optional bolus doses given at time 0 (a ``dose`` column, constant within a
-subject).
+parameters). Doses come from a ``dose`` column (a bolus at time 0, constant within a
+subject) or from a dose table (``read_series(..., doses=file)``: one row per dose).
+
+A is given in one of three ways: ``flows`` (compartmental, above), ``system`` (your
+function) or ``structure`` (``"dense"``, ``"diagonal"``, ``"banded"`` or
+``"diagonal_plus_low_rank"``: :class:`linest.models.structure.Structure`, every entry real).
 """
 
 from __future__ import annotations
@@ -49,8 +63,9 @@ from linest.engine import propagate
 from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.result import FitResult
+from linest.models.structure import Structure
 
-__all__ = ["LinearODE", "LinearODEFit", "Series", "read_series"]
+__all__ = ["Dose", "LinearODE", "LinearODEFit", "Series", "read_doses", "read_series"]
 
 DEFAULT_GRADIENT = Eigen(fallback=True)
 _NOISES = ("gaussian", "proportional", "poisson")
@@ -67,9 +82,75 @@ _OUT = "out"
 
 
 @dataclasses.dataclass(frozen=True)
+class Dose:
+    """One input: a bolus, an infusion, or a constant rate.
+
+    * a **bolus**: ``Dose(time, amount)``, the whole amount at ``time``;
+    * an **infusion**: ``Dose(time, amount, duration=T)``, ``amount / T`` per unit time
+      from ``time`` to ``time + T``;
+    * a **constant rate**: ``Dose(time, rate=R)``, ``R`` per unit time from ``time`` on
+      (for ``duration`` if given).
+
+    ``compartment`` names where it goes (default: the model's ``dose`` compartment);
+    ``subject`` whom it is given to. ``where`` locates it in a file, for errors.
+    """
+
+    # Numbers or their text (a CSV cell); floats once constructed.
+    time: float | str
+    amount: float | str | None = None
+    duration: float | str = 0.0
+    rate: float | str | None = None
+    subject: str = "1"
+    compartment: str | None = None
+    where: str = ""
+
+    def __post_init__(self):
+        where = f"{self.where}: " if self.where else "Dose: "
+
+        def number(name, given, allow_inf=False):
+            try:
+                value = float(given)
+            except (TypeError, ValueError):
+                raise DataError(f"{where}{name} = {given!r} is not a number") from None
+            if math.isnan(value) or value < 0 or (math.isinf(value) and not allow_inf):
+                raise DataError(
+                    f"{where}{name} = {given!r} must be a {'' if allow_inf else 'finite, '}"
+                    "non-negative number"
+                )
+            return value
+
+        object.__setattr__(self, "time", number("time", self.time))
+        object.__setattr__(self, "subject", str(self.subject))
+        if (self.amount is None) == (self.rate is None):
+            raise DataError(f"{where}give an amount (bolus or infusion) or a rate, not both")
+        if self.amount is not None:
+            object.__setattr__(self, "amount", number("amount", self.amount))
+            object.__setattr__(self, "duration", number("duration", self.duration))
+        else:
+            object.__setattr__(self, "rate", number("rate", self.rate))
+            duration = number("duration", self.duration or math.inf, allow_inf=True)
+            if duration == 0:
+                raise DataError(f"{where}a rate needs a positive duration (or none: forever)")
+            object.__setattr__(self, "duration", duration)
+
+    @property
+    def is_bolus(self) -> bool:
+        return self.rate is None and self.duration == 0
+
+    @property
+    def infusion_rate(self) -> float:
+        """Amount per unit time (infusions and rates)."""
+        if self.rate is not None:
+            return float(self.rate)
+        assert self.amount is not None
+        return float(self.amount) / float(self.duration)
+
+
+@dataclasses.dataclass(frozen=True)
 class Series:
     """Observations over time, per subject: ``value`` is ``(n, m)`` (NaN where missing);
-    ``dose`` the bolus each subject received at time 0 (0 if none)."""
+    ``dose`` the bolus each subject received at time 0 (0 if none); ``doses`` any other
+    inputs (:class:`Dose`)."""
 
     subject: np.ndarray  # (n,) subject labels (strings)
     time: np.ndarray  # (n,)
@@ -78,20 +159,28 @@ class Series:
     line: np.ndarray  # (n,) file lines (1 is the header)
     outputs: tuple[str, ...] = ("value",)
     source: str = "<memory>"
+    doses: tuple[Dose, ...] = ()
 
     @classmethod
-    def from_arrays(cls, time, value, subject=None, dose=None, source="<memory>") -> Series:
+    def from_arrays(
+        cls, time, value, subject=None, dose=None, source="<memory>", doses=()
+    ) -> Series:
         time = np.asarray(time, float)
         value = np.asarray(value, float)
         value = value.reshape(time.shape[0], -1)
         subject = (
             np.full(time.shape[0], "1") if subject is None else np.asarray(subject).astype(str)
         )
-        doses = {} if dose is None else {str(k): float(v) for k, v in dict(dose).items()}
+        at_zero = {} if dose is None else {str(k): float(v) for k, v in dict(dose).items()}
         outputs = (
             tuple(f"y{j}" for j in range(value.shape[1])) if value.shape[1] > 1 else ("value",)
         )
-        return cls(subject, time, value, doses, np.arange(time.shape[0]) + 2, outputs, source)
+        events = tuple(doses)
+        if not all(isinstance(e, Dose) for e in events):
+            raise TypeError("Series.from_arrays: doses must be Dose objects")
+        return cls(
+            subject, time, value, at_zero, np.arange(time.shape[0]) + 2, outputs, source, events
+        )
 
 
 def read_series(
@@ -100,12 +189,14 @@ def read_series(
     value: str | Sequence[str] = "value",
     subject: str | None = None,
     dose: str | None = None,
+    doses=None,
 ) -> Series:
     """Read observations from a CSV table (one row per time, per subject).
 
     ``value`` names one column or several (a list, or a comma-separated string);
     empty cells are missing observations. ``dose`` names a column with the bolus given
-    at time 0, constant within a subject. Rows of a subject are in increasing time.
+    at time 0, constant within a subject. ``doses`` is a second CSV file with one row
+    per dose (:func:`read_doses`). Rows of a subject are in increasing time.
     Errors name the file, the line and the column.
     """
     path = Path(source)
@@ -119,7 +210,7 @@ def read_series(
         missing = [c for c in wanted if c not in header]
         if missing:
             raise DataError(f"{path}: missing column(s) {missing}; the header has {header}")
-        subjects, times, rows, lines, doses = [], [], [], [], {}
+        subjects, times, rows, lines, doses_at_zero = [], [], [], [], {}
         last: dict[str, float] = {}
         for number, row in enumerate(reader, start=2):
             where = f"{path}, line {number}"
@@ -156,46 +247,113 @@ def read_series(
                     raise DataError(f"{where}: {dose} = {text!r} is not a number") from None
                 if not math.isfinite(amount) or amount < 0:
                     raise DataError(f"{where}: {dose} = {text!r} must be a non-negative number")
-                if label in doses and doses[label] != amount:
+                if label in doses_at_zero and doses_at_zero[label] != amount:
                     raise DataError(
-                        f"{where}: {dose} = {amount:g} differs from {doses[label]:g} earlier for "
-                        f"subject {label}: the column is the bolus at time 0, one per subject"
+                        f"{where}: {dose} = {amount:g} differs from {doses_at_zero[label]:g} "
+                        f"earlier for subject {label}: the column is the bolus at time 0, one "
+                        "per subject (a dose table, doses=, takes doses at other times)"
                     )
-                doses[label] = amount
+                doses_at_zero[label] = amount
             subjects.append(label)
             times.append(t)
             rows.append(out)
             lines.append(number)
     if not times:
         raise DataError(f"{path}: no rows")
+    events = ()
+    if doses is not None:
+        events = read_doses(doses, time=time, subject=subject)
+        unknown = [e for e in events if e.subject not in last]
+        if unknown:
+            raise DataError(
+                f"{unknown[0].where}: subject {unknown[0].subject!r} has no observations in {path}"
+            )
     return Series(
         subject=np.asarray(subjects),
         time=np.asarray(times),
         value=np.asarray(rows, float),
-        dose=doses,
+        dose=doses_at_zero,
         line=np.asarray(lines),
         outputs=tuple(values),
         source=str(path),
+        doses=events,
     )
 
 
+def read_doses(source, time: str = "time", subject: str | None = None) -> tuple[Dose, ...]:
+    """Read a dose table (CSV, one row per dose).
+
+    Columns: ``time`` (the start), then ``amount`` (with an empty or zero ``duration``, a
+    bolus; with a positive one, an infusion spread over it) or ``rate`` (per unit time, for
+    ``duration`` or, empty, forever); optional ``compartment`` (default: the model's
+    ``dose``) and the ``subject`` column (named as in the observations). Errors name the
+    file, the line and the column.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file (the dose table)")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        required = [time] + ([subject] if subject else [])
+        missing = [c for c in required if c not in header]
+        if missing or not ({"amount", "rate"} & set(header)):
+            raise DataError(
+                f"{path}: a dose table needs columns {required} and amount or rate; "
+                f"the header has {header}"
+            )
+        out = []
+        for number, row in enumerate(reader, start=2):
+            cell = {k: (v or "").strip() for k, v in row.items() if k is not None}
+            out.append(
+                Dose(
+                    time=cell[time],
+                    amount=cell.get("amount") or None,
+                    duration=cell.get("duration") or 0.0,
+                    rate=cell.get("rate") or None,
+                    subject=cell[subject] if subject else "1",
+                    compartment=cell.get("compartment") or None,
+                    where=f"{path}, line {number}",
+                )
+            )
+    return tuple(out)
+
+
 class LinearODEStatistics(eqx.Module):
-    """The data as the likelihood reads them (one lag per observation-dose pair)."""
+    """The data as the likelihood reads them: one lag per (observation, bolus) pair and one
+    or two per (observation, infusion) pair, each sorted by lag."""
 
     time: jax.Array  # (n,) observation times
     value: jax.Array  # (n, m), NaN replaced by 0
     observed: jax.Array  # (n, m) bool
-    lag: jax.Array  # (P,) time since a dose, sorted
+    lag: jax.Array  # (P,) time since a bolus, sorted
     amount: jax.Array  # (P,)
     target: jax.Array  # (P,) the observation each lag belongs to
+    compartment: jax.Array  # (P,) where the bolus went
     subject: jax.Array  # (n,) subject index
     time_order: jax.Array  # (n,) the observations in non-decreasing time
+    infusion_lag: jax.Array  # (Q,) time since an infusion started (or ended), sorted
+    infusion_rate: jax.Array  # (Q,) its rate (negative for an end)
+    infusion_target: jax.Array  # (Q,)
+    infusion_compartment: jax.Array  # (Q,)
     num_subjects: int = eqx.field(static=True, default=1)
     source: str = eqx.field(static=True, default="")
     subjects: tuple[str, ...] = eqx.field(static=True, default=())
+    dose_compartments: tuple[int, ...] = eqx.field(static=True, default=())
+    infusion_compartments: tuple[int, ...] = eqx.field(static=True, default=())
 
     def for_compute(self) -> LinearODEStatistics:
         return dataclasses.replace(self, source="", subjects=())
+
+
+def _sorted_lags(lags, weights, targets, compartments):
+    order = np.argsort(np.asarray(lags, float), kind="stable")
+    return (
+        jnp.asarray(np.asarray(lags, float)[order]),
+        jnp.asarray(np.asarray(weights, float)[order]),
+        jnp.asarray(np.asarray(targets, int)[order]),
+        jnp.asarray(np.asarray(compartments, int)[order]),
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -216,12 +374,17 @@ class LinearODE(AbstractLinearModel):
         parameter values; with ``parameters``.
     parameters : mapping of name -> "positive" or "real"
         The parameters ``system`` reads (positive ones are estimated on the log scale).
+    structure : str or Structure, optional
+        Instead of ``flows`` or ``system``: ``"dense"``, ``"diagonal"``, ``"banded"``
+        (with ``bandwidth=(lower, upper)``) or ``"diagonal_plus_low_rank"`` (with
+        ``rank``); every free entry is a real parameter
+        (:class:`linest.models.structure.Structure`).
     observe : str, sequence of str, or (m, d) array
         What is measured: compartment(s), or a matrix C. Default: every compartment.
     volume : str, optional
         A positive parameter dividing the observed amounts (concentrations).
     dose : str, optional
-        The compartment a bolus dose goes into.
+        The compartment doses go into (a dose table may name others).
     initial : None, sequence, or "estimate"
         x0: zero (default), fixed values, or positive values to estimate.
     activation : "identity" (default), "exp", "softplus" or "tanh"
@@ -241,6 +404,7 @@ class LinearODE(AbstractLinearModel):
     flows: tuple[tuple[str, int, int], ...] = eqx.field(static=True)
     system: Callable | None = eqx.field(static=True)
     system_parameters: tuple[tuple[str, bool], ...] = eqx.field(static=True)
+    structure: Structure | None = eqx.field(static=True)
     observe: tuple[tuple[float, ...], ...] = eqx.field(static=True)
     volume: str | None = eqx.field(static=True)
     dose: int | None = eqx.field(static=True)
@@ -271,6 +435,9 @@ class LinearODE(AbstractLinearModel):
         initial: Sequence[float] | str | None = None,
         activation: str = "identity",
         noise: str = "gaussian",
+        structure: str | Structure | None = None,
+        bandwidth: Sequence[int] = (1, 1),
+        rank: int = 1,
     ):
         caller = "LinearODE"
         if isinstance(compartments, (int, np.integer)):
@@ -290,10 +457,20 @@ class LinearODE(AbstractLinearModel):
                 )
             return index[name]
 
-        if (flows is None) == (system is None):
+        if sum(v is not None for v in (flows, system, structure)) != 1:
             raise ValueError(
-                f"{caller}: give either flows= (compartmental) or system= (a function)"
+                f"{caller}: give one of flows= (compartmental), system= (a function) or "
+                "structure= (dense, diagonal, banded, diagonal_plus_low_rank)"
             )
+        if isinstance(structure, str):
+            structure = Structure(structure, len(names), tuple(bandwidth), rank)
+        elif structure is not None and not (
+            isinstance(structure, Structure) and structure.size == len(names)
+        ):
+            raise ValueError(
+                f"{caller}: structure must be a name or a {len(names)}-state Structure"
+            )
+        self.structure = structure
         out_flows = []
         for k, flow in enumerate(flows or ()):
             if not isinstance(flow, (list, tuple)) or len(flow) != 3:
@@ -368,6 +545,8 @@ class LinearODE(AbstractLinearModel):
         """(natural name, kind) in theta's order."""
         out = [(rate, "log_rate") for rate in self._rates()]
         out += [(n, "log_rate" if positive else "real") for n, positive in self.system_parameters]
+        if self.structure is not None:
+            out += [(n, "real") for n in self.structure.names]
         if self.volume is not None:
             out.append((self.volume, "log_volume"))
         if self.initial == "estimate":
@@ -429,6 +608,8 @@ class LinearODE(AbstractLinearModel):
                     f"LinearODE: system(p) returned shape {A.shape}; expected ({d}, {d})"
                 )
             return A
+        if self.structure is not None:
+            return self.structure.matrix(jnp.stack([p[n] for n in self.structure.names]))
         A = jnp.zeros((d, d), jnp.asarray(theta).dtype)
         for rate, i, j in self.flows:
             k = p[rate]
@@ -436,6 +617,13 @@ class LinearODE(AbstractLinearModel):
             if j >= 0:
                 A = A.at[j, i].add(k)
         return A
+
+    def exponent_times(self, statistics):
+        st = statistics
+        times = [np.asarray(st.lag), np.asarray(st.infusion_lag)]
+        if self.initial is not None:
+            times.append(np.asarray(st.time))
+        return np.concatenate(times)
 
     def _x0(self, theta) -> jax.Array | None:
         if self.initial is None:
@@ -456,10 +644,17 @@ class LinearODE(AbstractLinearModel):
         A = self.system_matrix(theta)
         d = A.shape[-1]
         x = jnp.zeros((st.time.shape[0], d), A.dtype)
-        if self.dose is not None and st.lag.shape[0]:
-            e = jnp.zeros(d, A.dtype).at[self.dose].set(1.0)
+        for c in st.dose_compartments:  # boluses: exp(uA) e_c
+            e = jnp.zeros(d, A.dtype).at[c].set(1.0)
             X = propagate(A, e, st.lag, method)
-            x = x.at[st.target].add(st.amount[:, None] * X)
+            weight = jnp.where(st.compartment == c, st.amount, 0.0)
+            x = x.at[st.target].add(weight[:, None] * X)
+        for c in st.infusion_compartments:  # infusions: int_0^u exp(sA) e_c ds, augmented
+            augmented = jnp.zeros((d + 1, d + 1), A.dtype).at[:d, :d].set(A).at[c, d].set(1.0)
+            one = jnp.zeros(d + 1, A.dtype).at[d].set(1.0)
+            X = propagate(augmented, one, st.infusion_lag, method)[:, :d]
+            weight = jnp.where(st.infusion_compartment == c, st.infusion_rate, 0.0)
+            x = x.at[st.infusion_target].add(weight[:, None] * X)
         x0 = self._x0(theta)
         if x0 is not None:
             # Sorted times (one ODE solve for Adjoint, which needs them non-decreasing),
@@ -477,18 +672,31 @@ class LinearODE(AbstractLinearModel):
         return _ACTIVATIONS[self.activation](y)
 
     def _terms(self, theta, statistics, gradient):
-        """Log-density of each observation, ``(n, m)`` (0 where missing)."""
+        """Log-density of each observation, ``(n, m)`` (0 where missing).
+
+        A prediction of exactly 0 (before any input reaches the observed compartments)
+        has no spread under proportional noise: such observations carry no information
+        and add 0. Under Poisson noise a zero rate gives log P = 0 for a zero count and
+        -inf otherwise. (The masked values are replaced before the division or logarithm,
+        so that no NaN reaches the gradient.)"""
         st = statistics
         mu = self.predict(theta, st, gradient)
         y = st.value
+        zero = mu == 0
         if self.noise == "poisson":
-            rate = jnp.where(st.observed, mu, 1.0)
+            rate = jnp.where(st.observed & ~zero, mu, 1.0)
             terms = y * jnp.log(rate) - rate - gammaln(y + 1)
+            terms = jnp.where(zero, jnp.where(y == 0, 0.0, -jnp.inf), terms)
+        elif self.noise == "gaussian":
+            sigma = self.natural(theta)["sigma"]
+            z = (y - mu) / sigma
+            terms = -0.5 * z**2 - jnp.log(sigma) - 0.5 * math.log(2 * math.pi)
         else:
             sigma = self.natural(theta)["sigma"]
-            sd = sigma if self.noise == "gaussian" else sigma * jnp.abs(mu) + 1e-300
+            sd = sigma * jnp.abs(jnp.where(zero, 1.0, mu))
             z = (y - mu) / sd
             terms = -0.5 * z**2 - jnp.log(sd) - 0.5 * math.log(2 * math.pi)
+            terms = jnp.where(zero, 0.0, terms)
         return jnp.where(st.observed, terms, 0.0)
 
     def pointwise_loglik(self, theta, statistics, gradient=None):
@@ -534,32 +742,69 @@ class LinearODE(AbstractLinearModel):
         labels = tuple(dict.fromkeys(data.subject.tolist()))
         index = {s: i for i, s in enumerate(labels)}
         subject = np.asarray([index[s] for s in data.subject])
-        if data.dose and self.dose is None:
-            raise DataError(
-                f"{data.source}: the data have doses but the model has no dose= compartment"
-            )
-        lags, amounts, targets = [], [], []
-        if self.dose is not None:
-            for n, (s, t) in enumerate(zip(data.subject, data.time)):
-                amount = data.dose.get(s, 0.0)
-                if amount > 0:
-                    lags.append(t)
-                    amounts.append(amount)
-                    targets.append(n)
-        order = np.argsort(np.asarray(lags, float), kind="stable")
+        events = [
+            Dose(0.0, amount, subject=label, where=f"{data.source}: the dose column")
+            for label, amount in data.dose.items()
+            if amount > 0
+        ] + list(data.doses)
+        lags, amounts, targets, into = [], [], [], []
+        ilags, rates, itargets, iinto = [], [], [], []
+        time = np.asarray(data.time, float)
+        for event in events:
+            where = event.where or data.source
+            name = event.compartment
+            if name is None:
+                if self.dose is None:
+                    raise DataError(
+                        f"{where}: a dose without a compartment, and the model has no dose= "
+                        "compartment to put it in"
+                    )
+                c = self.dose
+            elif name in self.compartments:
+                c = self.compartments.index(name)
+            else:
+                raise DataError(
+                    f"{where}: compartment {name!r} is not one of the model's "
+                    f"({', '.join(self.compartments)})"
+                )
+            rows = np.flatnonzero(data.subject == event.subject)
+            start, length = float(event.time), float(event.duration)
+            if event.is_bolus:
+                rows = rows[time[rows] >= start]
+                lags += list(time[rows] - start)
+                amounts += [event.amount] * len(rows)
+                targets += list(rows)
+                into += [c] * len(rows)
+                continue
+            rate = event.infusion_rate
+            started = rows[time[rows] > start]
+            ended = rows[time[rows] > start + length]
+            ilags += list(time[started] - start) + list(time[ended] - start - length)
+            rates += [rate] * len(started) + [-rate] * len(ended)
+            itargets += list(started) + list(ended)
+            iinto += [c] * (len(started) + len(ended))
+        lag, amount, target, compartment = _sorted_lags(lags, amounts, targets, into)
+        ilag, irate, itarget, icompartment = _sorted_lags(ilags, rates, itargets, iinto)
         observed = np.isfinite(data.value)
         return LinearODEStatistics(
             time=jnp.asarray(data.time),
             value=jnp.asarray(np.where(observed, data.value, 0.0)),
             observed=jnp.asarray(observed),
-            lag=jnp.asarray(np.asarray(lags, float)[order]),
-            amount=jnp.asarray(np.asarray(amounts, float)[order]),
-            target=jnp.asarray(np.asarray(targets, int)[order]),
+            lag=lag,
+            amount=amount,
+            target=target,
+            compartment=compartment,
             subject=jnp.asarray(subject),
             time_order=jnp.asarray(np.argsort(data.time, kind="stable")),
+            infusion_lag=ilag,
+            infusion_rate=irate,
+            infusion_target=itarget,
+            infusion_compartment=icompartment,
             num_subjects=len(labels),
             source=data.source,
             subjects=labels,
+            dose_compartments=tuple(sorted(set(into))),
+            infusion_compartments=tuple(sorted(set(iinto))),
         )
 
     def initial_theta(self, statistics) -> np.ndarray:
@@ -568,10 +813,17 @@ class LinearODE(AbstractLinearModel):
         st = statistics
         span = float(np.max(np.asarray(st.time))) or 1.0
         values = np.asarray(st.value)[np.asarray(st.observed)]
+        structured = (
+            dict(zip(self.structure.names, self.structure.start(3.0 / span), strict=True))
+            if self.structure is not None
+            else {}
+        )
         out = []
         rates = 0
-        for _, kind in self._named():
-            if kind == "log_rate":
+        for name, kind in self._named():
+            if name in structured:
+                out.append(float(structured[name]))
+            elif kind == "log_rate":
                 # Distinct rates: equal ones make a chain's A defective (no eigenbasis).
                 out.append(math.log(3.0 / span) - 0.4 * rates)
                 rates += 1
@@ -579,7 +831,12 @@ class LinearODE(AbstractLinearModel):
                 out.append(0.0)
             elif kind == "log_volume":
                 peak = float(np.max(np.abs(values))) if values.size else 1.0
-                amount = float(np.mean(np.asarray(st.amount))) if st.amount.shape[0] else 1.0
+                if st.amount.shape[0]:
+                    amount = float(np.mean(np.asarray(st.amount)))
+                elif st.infusion_rate.shape[0]:  # what a rate gives over the data's span
+                    amount = float(np.max(np.asarray(st.infusion_rate))) * span / 3.0
+                else:
+                    amount = 1.0
                 out.append(math.log(max(amount / max(peak, 1e-12), 1e-12)))
             elif kind == "log_initial":
                 out.append(0.0)
@@ -604,15 +861,15 @@ class LinearODE(AbstractLinearModel):
 
     def describe_fit(self, statistics) -> str:
         st = statistics
-        structure = (
-            "compartmental: "
-            + ", ".join(
+        if self.flows:
+            structure = "compartmental: " + ", ".join(
                 f"{r}: {self.compartments[i]} -> {self.compartments[j] if j >= 0 else 'out'}"
                 for r, i, j in self.flows
             )
-            if self.flows
-            else "A from a user function"
-        )
+        elif self.structure is not None:
+            structure = f"{self.structure.kind} A, {self.structure.num_params} entries"
+        else:
+            structure = "A from a user function"
         count = int(np.asarray(st.observed).sum())
         return (
             f"LinearODE fit: {count} observations of {len(st.subjects) or 'several'} subject(s); "
@@ -655,9 +912,12 @@ class LinearODE(AbstractLinearModel):
     spec_keys: ClassVar[dict[str, str]] = {
         "compartments": "state names (required)",
         "flows": 'first-order flows: [["rate", "from", "to"], ...] ("to" may be "out")',
+        "structure": 'instead of flows: "dense", "diagonal", "banded" or "diagonal_plus_low_rank"',
+        "bandwidth": "with structure = banded: [lower, upper] (default [1, 1])",
+        "rank": "with structure = diagonal_plus_low_rank: the rank (default 1)",
         "observe": "the measured compartment(s): a name or a list of names",
         "volume": "a positive parameter dividing the observed amounts",
-        "dose": "the compartment a bolus dose goes into",
+        "dose": "the compartment doses go into",
         "initial": 'x0: a list of values, or "estimate" (default zero)',
         "activation": '"identity" (default), "exp", "softplus" or "tanh"',
         "noise": '"gaussian" (default), "proportional" or "poisson"',
@@ -667,18 +927,26 @@ class LinearODE(AbstractLinearModel):
         "value": "the observed column(s), comma-separated (default value)",
         "subject": "the subject column (optional)",
         "dose": "the column with each subject's bolus at time 0 (optional)",
+        "doses": "a dose table (CSV, relative to the spec): time, amount or rate, optional "
+        "duration, compartment and the subject column",
     }
+    file_data_keys: ClassVar[tuple[str, ...]] = ("doses",)
 
     @classmethod
     def from_spec(cls, table: dict, where: str) -> LinearODE:
-        for key in ("compartments", "flows"):
-            if key not in table:
-                raise ValueError(f"{where}: model.{key} is required ({cls.spec_keys[key]})")
+        if "compartments" not in table:
+            raise ValueError(f"{where}: model.compartments is required (state names)")
+        if ("flows" in table) == ("structure" in table):
+            raise ValueError(
+                f"{where}: give model.flows (compartmental) or model.structure "
+                "(dense, diagonal, banded, diagonal_plus_low_rank), one of them"
+            )
         if not isinstance(table["compartments"], list) or not all(
             isinstance(c, str) for c in table["compartments"]
         ):
             raise ValueError(f"{where}: model.compartments must be a list of names")
-        flows = table["flows"]
+        structure = Structure.from_spec(table, len(table["compartments"]), where)
+        flows = table.get("flows", [])
         if not isinstance(flows, list) or not all(
             isinstance(f, list) and len(f) == 3 and all(isinstance(v, str) for v in f)
             for f in flows
@@ -707,7 +975,8 @@ class LinearODE(AbstractLinearModel):
         try:
             return cls(
                 table["compartments"],
-                flows=[tuple(f) for f in flows],
+                flows=None if structure else [tuple(f) for f in flows],
+                structure=structure,
                 observe=observe,
                 volume=table.get("volume"),
                 dose=table.get("dose"),

@@ -485,6 +485,12 @@ class QuantumWalk(AbstractLinearModel):
             jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64
         )
 
+    def system_matrix(self, theta):
+        return self.generator(theta)
+
+    def exponent_times(self, statistics):
+        return np.asarray(statistics.times)
+
     def theta(self, potential, hopping=None) -> np.ndarray:
         """theta for a potential over all sites (shifted so that the reference site is 0)."""
         V = np.asarray(potential, float)

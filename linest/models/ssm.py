@@ -15,8 +15,9 @@ of y are skipped.
 question's ``exp(A) ~ I + A`` is what :func:`linest.Surrogate`-like shortcuts would
 replace; here every method of the engine differentiates the exact ``exp(D A)``.
 
-Parameters: every entry of A (``A[i,j]``, real; no stability constraint: a fit that
-wanders into an unstable A shows it in its eigenvalues), ``log q[i]`` (the diffusion's
+Parameters: the free entries of A (every ``A[i,j]`` by default; or a ``structure``:
+diagonal, banded, diagonal plus low rank, :class:`linest.models.structure.Structure`; real,
+no stability constraint: a fit that wanders into an unstable A shows it in its eigenvalues), ``log q[i]`` (the diffusion's
 standard deviations, with process noise), ``log r[j]`` (observation noise), and with
 ``initial="estimate"`` the initial mean. The initial covariance is ``initial_scale^2 I``.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -38,13 +39,64 @@ from linest.engine import expm
 from linest.gradients import Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.linear_ode import _ACTIVATIONS, Series, read_series
+from linest.models.result import Z95, FitResult
+from linest.models.structure import Structure
 
-__all__ = ["LinearSSM"]
+__all__ = ["LinearSSM", "LinearSSMFit", "StateEstimates"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StateEstimates:
+    """Hidden-state estimates at each observation time (rows as in the data).
+
+    ``filtered_mean`` / ``filtered_cov``: given the observations up to that time;
+    ``smoothed_mean`` / ``smoothed_cov``: given the whole sequence (None if not asked).
+    """
+
+    time: np.ndarray  # (n,)
+    sequence: np.ndarray  # (n,) sequence index
+    filtered_mean: np.ndarray  # (n, d)
+    filtered_cov: np.ndarray  # (n, d, d)
+    smoothed_mean: np.ndarray | None
+    smoothed_cov: np.ndarray | None
+
+    def table(self, which: str = "smoothed"):
+        """A long table: time, sequence, state, mean, sd (``which``: smoothed or filtered)."""
+        import pandas as pd
+
+        mean = self.smoothed_mean if which == "smoothed" else self.filtered_mean
+        cov = self.smoothed_cov if which == "smoothed" else self.filtered_cov
+        if mean is None or cov is None:
+            raise ValueError(f"no {which} estimates (state_estimates(..., smooth=False))")
+        n, d = mean.shape
+        sd = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0))
+        return pd.DataFrame(
+            {
+                "time": np.repeat(self.time, d),
+                "sequence": np.repeat(self.sequence, d),
+                "state": np.tile(np.arange(d), n),
+                "mean": mean.reshape(-1),
+                "sd": sd.reshape(-1),
+            }
+        )
+
+
+def _trajectory(m0, F, statistics):
+    """The noise-free states: ``h_k = F_k h_{k-1}``, restarting at ``m0`` per sequence."""
+
+    def step(h, row):
+        index, reset = row
+        h = jnp.where(reset, m0, F[index] @ h)
+        return h, h
+
+    _, states = jax.lax.scan(step, m0, (statistics.step_index, statistics.reset))
+    return states
 
 
 class SSMStatistics(eqx.Module):
     """Steps of all sequences, concatenated: a reset starts each sequence."""
 
+    time: jax.Array  # (n,)
     value: jax.Array  # (n, m), 0 where missing
     observed: jax.Array  # (n, m) bool
     step: jax.Array  # (G,) distinct positive steps D
@@ -77,6 +129,9 @@ class LinearSSM(AbstractLinearModel):
         The initial mean (default zeros).
     initial_scale : float
         Standard deviation of the initial state, with process noise (default 1).
+    structure : str or Structure
+        Which entries of A are free: ``"dense"`` (default), ``"diagonal"``, ``"banded"``
+        (``bandwidth=(lower, upper)``) or ``"diagonal_plus_low_rank"`` (``rank``).
     diffusion : "diagonal" (default) or "isotropic"
         ``Qc = diag(q_i^2)`` or ``q^2 I``. With C observing fewer states than there
         are, a diagonal diffusion leaves the scale of the unobserved states weakly
@@ -91,6 +146,7 @@ class LinearSSM(AbstractLinearModel):
     initial: tuple[float, ...] | str = eqx.field(static=True)
     initial_scale: float = eqx.field(static=True)
     diffusion: str = eqx.field(static=True)
+    structure: Structure = eqx.field(static=True)
 
     kind: ClassVar[str] = "linear_ssm"
     refused_methods: ClassVar[tuple[str, ...]] = ("Fourier", "CoarseGrid", "Asymptotic", "Adjoint")
@@ -105,6 +161,9 @@ class LinearSSM(AbstractLinearModel):
         initial: Sequence[float] | str | None = None,
         initial_scale: float = 1.0,
         diffusion: str = "diagonal",
+        structure: str | Structure = "dense",
+        bandwidth: Sequence[int] = (1, 1),
+        rank: int = 1,
     ):
         caller = "LinearSSM"
         if diffusion not in ("diagonal", "isotropic"):
@@ -115,6 +174,14 @@ class LinearSSM(AbstractLinearModel):
         if not isinstance(states, (int, np.integer)) or states < 1:
             raise ValueError(f"{caller}: states must be a positive integer; got {states!r}")
         self.num_states = int(states)
+        if isinstance(structure, str):
+            try:
+                structure = Structure(structure, self.num_states, tuple(bandwidth), rank)
+            except ValueError as error:
+                raise ValueError(f"{caller}: {error}") from None
+        elif not (isinstance(structure, Structure) and structure.size == self.num_states):
+            raise ValueError(f"{caller}: structure must be a name or a {states}-state Structure")
+        self.structure = structure
         C = np.atleast_2d(np.asarray(observe, float))
         if C.shape[1] != states or not np.all(np.isfinite(C)):
             raise ValueError(
@@ -159,7 +226,7 @@ class LinearSSM(AbstractLinearModel):
     @property
     def param_names(self) -> tuple[str, ...]:
         d, m = self.num_states, self.num_outputs
-        names = [f"A[{i},{j}]" for i in range(d) for j in range(d)]
+        names = list(self.structure.names)
         if self.process_noise:
             names += [f"log q[{i}]" for i in range(self._num_q)]
         names += [f"log r[{j}]" for j in range(m)]
@@ -170,7 +237,8 @@ class LinearSSM(AbstractLinearModel):
     @property
     def param_kinds(self) -> tuple[str, ...]:
         d, m = self.num_states, self.num_outputs
-        kinds = ["drift"] * d * d + (["log_process"] * self._num_q if self.process_noise else [])
+        kinds = ["drift"] * self.structure.num_params
+        kinds += ["log_process"] * self._num_q if self.process_noise else []
         kinds += ["log_noise"] * m + (["initial"] * d if self.initial == "estimate" else [])
         return tuple(kinds)
 
@@ -182,8 +250,8 @@ class LinearSSM(AbstractLinearModel):
         """(A, q, r, m0) from theta."""
         theta = jnp.asarray(theta)
         d, m = self.num_states, self.num_outputs
-        A = theta[: d * d].reshape(d, d)
-        k = d * d
+        k = self.structure.num_params
+        A = self.structure.matrix(theta[:k])
         q = None
         if self.process_noise:
             nq = self._num_q
@@ -199,8 +267,10 @@ class LinearSSM(AbstractLinearModel):
         return A, q, r, m0
 
     def theta(self, A, q=None, r=None, m0=None) -> np.ndarray:
-        A = np.asarray(A, float).reshape(-1)
-        parts = [A]
+        """theta from A (or, for a diagonal plus low rank structure, its free values),
+        the diffusion sds q, the noise sds r and the initial mean."""
+        A = np.asarray(A, float)
+        parts = [A if A.ndim == 1 else self.structure.values(A)]
         if self.process_noise:
             q = np.asarray(q, float).reshape(-1)
             parts.append(np.log(q[: self._num_q]))
@@ -242,23 +312,26 @@ class LinearSSM(AbstractLinearModel):
     def _row_loglik(self, theta, statistics, gradient):
         st = statistics
         A, _, r, m0 = self.split(theta)
-        d, m = self.num_states, self.num_outputs
         C = jnp.asarray(self.observe, A.dtype)
         F, Q = self.transitions(theta, st.step, gradient)
-        R = jnp.diag(r**2)
         log2pi = math.log(2 * math.pi)
         if not self.process_noise:
-            f = _ACTIVATIONS[self.activation]
-
-            def deterministic(h, row):
-                index, reset = row
-                h = jnp.where(reset, m0, F[index] @ h)
-                return h, f(C @ h)
-
-            _, mu = jax.lax.scan(deterministic, m0, (st.step_index, st.reset))
+            mu = _ACTIVATIONS[self.activation](_trajectory(m0, F, st) @ C.T)
             z = (st.value - mu) / r
             terms = -0.5 * z**2 - jnp.log(r) - 0.5 * log2pi
             return jnp.sum(jnp.where(st.observed, terms, 0.0), axis=-1)
+        values, _ = self._kalman(theta, st, F, Q, keep=False)
+        return values
+
+    def _kalman(self, theta, statistics, F, Q, keep: bool) -> tuple[jax.Array, Any]:
+        """The filter's log-likelihood terms per row; with ``keep``, also the predicted and
+        filtered means and covariances per row."""
+        st = statistics
+        A, _, r, m0 = self.split(theta)
+        d, m = self.num_states, self.num_outputs
+        C = jnp.asarray(self.observe, A.dtype)
+        R = jnp.diag(r**2)
+        log2pi = math.log(2 * math.pi)
         P0 = self.initial_scale**2 * jnp.eye(d, dtype=A.dtype)
         assert Q is not None
 
@@ -267,6 +340,7 @@ class LinearSSM(AbstractLinearModel):
             index, reset, y, seen = row
             mean = jnp.where(reset, m0, F[index] @ mean)
             cov = jnp.where(reset, P0, F[index] @ cov @ F[index].T + Q[index])
+            predicted = (mean, cov)
             # Missing components: a zero row of C, y = 0 and unit variance, then the
             # log N(0; 0, 1) they add is taken back out.
             Cs = jnp.where(seen[:, None], C, 0.0)
@@ -284,10 +358,60 @@ class LinearSSM(AbstractLinearModel):
             mean = mean + gain @ innovation
             cov = cov - gain @ S @ gain.T
             cov = (cov + cov.T) / 2
-            return (mean, cov), value
+            out = (value, predicted, (mean, cov)) if keep else (value, None, None)
+            return (mean, cov), out
 
-        _, values = jax.lax.scan(kalman, (m0, P0), (st.step_index, st.reset, st.value, st.observed))
-        return values
+        _, (values, predicted, filtered) = jax.lax.scan(
+            kalman, (m0, P0), (st.step_index, st.reset, st.value, st.observed)
+        )
+        return values, (predicted, filtered)
+
+    def state_estimates(self, theta, data, smooth: bool = True) -> StateEstimates:
+        """Means and covariances of the hidden states at every observation time: filtered
+        (given the data up to that time) and, with ``smooth``, smoothed (given all of the
+        sequence: Rauch-Tung-Striebel). Without process noise the states are deterministic:
+        both are the trajectory, with zero covariance."""
+        st = self.statistics(data)
+        theta = jnp.asarray(theta)
+        F, Q = self.transitions(theta, st.step)
+        n, d = st.value.shape[0], self.num_states
+        if not self.process_noise:
+            mean = np.asarray(_trajectory(self.split(theta)[3], F, st))
+            zero = np.zeros((n, d, d))
+            return StateEstimates(
+                np.asarray(st.time), np.asarray(st.sequence), mean, zero, mean, zero
+            )
+        _, ((pm, pc), (fm, fc)) = self._kalman(theta, st, F, Q, keep=True)
+        if not smooth:
+            fm, fc = np.asarray(fm), np.asarray(fc)
+            return StateEstimates(np.asarray(st.time), np.asarray(st.sequence), fm, fc, None, None)
+        # Backward pass: row k is smoothed from row k + 1 unless k ends its sequence.
+        last = jnp.concatenate([st.reset[1:], jnp.ones(1, bool)])
+        next_index = jnp.concatenate([st.step_index[1:], jnp.zeros(1, st.step_index.dtype)])
+        next_pm = jnp.concatenate([pm[1:], pm[:1]])
+        next_pc = jnp.concatenate([pc[1:], pc[:1]])
+
+        def rts(carry, row):
+            sm, sc = carry
+            mean, cov, ending, index, ahead_mean, ahead_cov = row
+            gain = jnp.linalg.solve(ahead_cov, F[index] @ cov).T  # cov F^T ahead^-1
+            new_mean = mean + gain @ (sm - ahead_mean)
+            new_cov = cov + gain @ (sc - ahead_cov) @ gain.T
+            new_mean = jnp.where(ending, mean, new_mean)
+            new_cov = jnp.where(ending, cov, (new_cov + new_cov.T) / 2)
+            return (new_mean, new_cov), (new_mean, new_cov)
+
+        _, (sm, sc) = jax.lax.scan(
+            rts, (fm[-1], fc[-1]), (fm, fc, last, next_index, next_pm, next_pc), reverse=True
+        )
+        return StateEstimates(
+            np.asarray(st.time),
+            np.asarray(st.sequence),
+            np.asarray(fm),
+            np.asarray(fc),
+            np.asarray(sm),
+            np.asarray(sc),
+        )
 
     # ------------------------------------------------------------------ data
 
@@ -322,6 +446,7 @@ class LinearSSM(AbstractLinearModel):
             distinct = np.asarray([1.0])
         observed = np.isfinite(data.value)
         return SSMStatistics(
+            time=jnp.asarray(np.asarray(data.time, float)),
             value=jnp.asarray(np.where(observed, data.value, 0.0)),
             observed=jnp.asarray(observed),
             step=jnp.asarray(distinct),
@@ -342,7 +467,7 @@ class LinearSSM(AbstractLinearModel):
         A = scale * (-np.eye(d) + np.eye(d, k=1) - np.eye(d, k=-1))
         values = np.asarray(st.value)[np.asarray(st.observed)]
         spread = float(np.std(values)) if values.size > 1 else 1.0
-        parts = [A.reshape(-1)]
+        parts = [self.structure.project(A, scale)]
         if self.process_noise:
             parts.append(np.full(self._num_q, math.log(max(spread, 1e-6) * math.sqrt(scale))))
         parts.append(np.full(self.num_outputs, math.log(max(0.3 * spread, 1e-6))))
@@ -353,6 +478,10 @@ class LinearSSM(AbstractLinearModel):
     def fit_methods(self, gradient, information_gradient=None):
         return (gradient or Exact(),), (information_gradient or Exact(),)
 
+    @property
+    def result_class(self):
+        return LinearSSMFit
+
     def describe_fit(self, statistics) -> str:
         st = statistics
         noise = "with process noise (Kalman filter)" if self.process_noise else "noise-free states"
@@ -361,6 +490,12 @@ class LinearSSM(AbstractLinearModel):
             f"{st.num_sequences} sequence(s), {int(np.asarray(st.step).shape[0])} distinct steps; "
             f"{self.num_states} states, {self.num_outputs} outputs; {noise}"
         )
+
+    def system_matrix(self, theta):
+        return self.split(theta)[0]
+
+    def exponent_times(self, statistics):
+        return np.asarray(statistics.step)
 
     def check_estimate(self, theta) -> list[str]:
         A, _, _, _ = self.split(theta)
@@ -415,6 +550,10 @@ class LinearSSM(AbstractLinearModel):
         "initial": 'the initial mean: a list, or "estimate" (default zeros)',
         "initial_scale": "standard deviation of the initial state (default 1)",
         "diffusion": '"diagonal" (default) or "isotropic" (one q for every state)',
+        "structure": 'free entries of A: "dense" (default), "diagonal", "banded" or '
+        '"diagonal_plus_low_rank"',
+        "bandwidth": "with structure = banded: [lower, upper] (default [1, 1])",
+        "rank": "with structure = diagonal_plus_low_rank: the rank (default 1)",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "time": "the time column (default time)",
@@ -451,6 +590,7 @@ class LinearSSM(AbstractLinearModel):
         for key in ("activation", "diffusion"):
             if key in table and not isinstance(table[key], str):
                 raise ValueError(f"{where}: model.{key} must be a string")
+        structure = Structure.from_spec(table, states, where) if states >= 1 else None
         try:
             return cls(
                 states,
@@ -460,9 +600,73 @@ class LinearSSM(AbstractLinearModel):
                 initial=initial,
                 initial_scale=float(scale),
                 diffusion=table.get("diffusion", "diagonal"),
+                structure=structure or "dense",
             )
         except ValueError as error:
             raise ValueError(f"{where}: [model]: {error}") from None
 
     def read_data(self, source, **columns) -> Series:
         return read_series(source, **columns)
+
+
+class LinearSSMFit(FitResult):
+    """A LinearSSM fit: the estimated A and its eigenvalues, the hidden states, a plot."""
+
+    def system_matrix(self) -> np.ndarray:
+        return np.asarray(self.model.split(jnp.asarray(self.theta))[0])
+
+    def eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of the estimated A (real parts < 0: stable)."""
+        return np.linalg.eigvals(self.system_matrix())
+
+    def state_estimates(self, data=None, smooth: bool = True) -> StateEstimates:
+        """Filtered (and smoothed) hidden states at the estimate: :meth:`LinearSSM.state_estimates`."""
+        st = self.statistics if data is None else self.model.statistics(data)
+        return self.model.state_estimates(self.theta, st, smooth=smooth)
+
+    def plot(self, data=None):
+        """Per state, the smoothed mean with a 95% band; per output, the data and the
+        filter's one-step prediction (first sequence)."""
+        import matplotlib.pyplot as plt
+
+        model = self.model
+        st = self.statistics if data is None else model.statistics(data)
+        est = model.state_estimates(self.theta, st, smooth=True)
+        first = est.sequence == est.sequence[0]
+        t = est.time[first]
+        mean = est.smoothed_mean if est.smoothed_mean is not None else est.filtered_mean
+        cov = est.smoothed_cov if est.smoothed_cov is not None else est.filtered_cov
+        sd = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0))
+        d, m = model.num_states, model.num_outputs
+        figure, axes = plt.subplots(
+            2, max(d, m), figsize=(3.4 * max(d, m), 5.2), squeeze=False, layout="constrained"
+        )
+        for i in range(d):
+            ax = axes[0][i]
+            ax.fill_between(
+                t,
+                mean[first, i] - Z95 * sd[first, i],
+                mean[first, i] + Z95 * sd[first, i],
+                color="C0",
+                alpha=0.25,
+                lw=0,
+            )
+            ax.plot(t, mean[first, i], color="C0")
+            ax.set_title(f"state {i} (smoothed, 95%)", fontsize=9)
+        C = np.asarray(model.observe)
+        values = np.where(np.asarray(st.observed), np.asarray(st.value), np.nan)[first]
+        prediction = np.asarray(
+            _ACTIVATIONS[model.activation](jnp.asarray(est.filtered_mean[first] @ C.T))
+        )
+        for j in range(m):
+            ax = axes[1][j]
+            ax.plot(t, values[:, j], "o", ms=2.5, color="C1", label="observed")
+            ax.plot(t, prediction[:, j], "-", color="C0", lw=1, label="filtered C h")
+            ax.set_title(f"output {j}", fontsize=9)
+        axes[1][0].legend(fontsize=8)
+        for i in range(d, max(d, m)):
+            axes[0][i].axis("off")
+        for j in range(m, max(d, m)):
+            axes[1][j].axis("off")
+        figure.supxlabel("time")
+        return figure

@@ -142,6 +142,7 @@ def _central_differences(f, theta, h=1e-6):
     return np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
 
 
+@pytest.mark.slow  # the default run checks every method on the infusion model
 def test_linear_ode_gradients_equal_finite_differences():
     _check_linear_ode_gradients([None, linest.AutoDiff()])
 
@@ -372,7 +373,7 @@ def test_bad_series_files_name_the_line(tmp_path, rows, message):
 def test_bad_model_arguments_are_named():
     with pytest.raises(ValueError, match="flows\\[0\\] from 'lung' is not a compartment"):
         LinearODE(["a", "b"], flows=[("k", "lung", "b")])
-    with pytest.raises(ValueError, match=r"either flows= .* or system="):
+    with pytest.raises(ValueError, match=r"one of flows= .* system= .* structure="):
         LinearODE(["a"])
     with pytest.raises(ValueError, match="noise='student'"):
         LinearODE(["a"], flows=[("k", "a", "out")], noise="student")
@@ -410,8 +411,10 @@ def test_shipped_specs_fit_and_sample(tmp_path, capsys, name):
 
 @pytest.mark.parametrize("name", ["compartment", "ssm"])
 def test_shipped_specs_fit_within_intervals_of_the_truth(tmp_path, capsys, name):
-    out = tmp_path / "fit.json"
-    assert main(["fit", str(ROOT / "models" / f"{name}.toml"), "--json", str(out)]) == 0
+    out, png = tmp_path / "fit.json", tmp_path / "fit.png"
+    spec = str(ROOT / "models" / f"{name}.toml")
+    assert main(["fit", spec, "--json", str(out), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 10_000  # the model's own plot (the SSM: its hidden states)
     result = json.loads(out.read_text())
     truth = json.loads((ROOT / "data" / name / "truth.json").read_text())
     theta = np.array([row["estimate"] for row in result["parameters"]])
