@@ -252,7 +252,10 @@ def compare_model(
     scales, data_scales = [], None
     A = model.system_matrix(jnp.asarray(reference_fit.theta))
     if A is not None:
-        scales = scale_errors(A, usable, seed=seed)
+        default = model.fit_methods(None)[0][0] or Exact()  # the model's own method
+        scales = scale_errors(
+            A, [(name, default if m is None else m) for name, m in usable], seed=seed
+        )
         times = model.exponent_times(statistics)
         if times is not None and np.size(times):
             norm = float(np.max(np.sum(np.abs(np.asarray(A)), axis=0)))

@@ -11,6 +11,7 @@ there is one, the subject.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 import warnings
@@ -31,6 +32,29 @@ class DataError(ValueError):
 
 class DataWarning(UserWarning):
     """Data that is usable but partly ignored (e.g. a subject seen once)."""
+
+
+def csv_rows(source, required: Sequence[str], what: str = "", hint: str = ""):
+    """The rows of a CSV file as ``(line, where, row)``: the line number (the header is
+    line 1), ``where`` naming the file and line for error messages, the row as a dict. A missing file or a missing required
+    column is a :class:`DataError` (``what`` names the table, ``hint`` says how to fix it).
+    """
+    from pathlib import Path
+
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file{f' ({what})' if what else ''}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {missing}; the header has {header}"
+                + (f" ({hint})" if hint else "")
+            )
+        for number, row in enumerate(reader, start=2):
+            yield number, f"{path}, line {number}", {k: v for k, v in row.items() if k is not None}
 
 
 def state_key(value) -> str:

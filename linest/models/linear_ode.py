@@ -45,7 +45,6 @@ function) or ``structure`` (``"dense"``, ``"diagonal"``, ``"banded"`` or
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from linest.data import DataError
+from linest.data import DataError, csv_rows
 from linest.engine import propagate
 from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -200,64 +199,55 @@ def read_series(
     Errors name the file, the line and the column.
     """
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
     values = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        wanted = [time, *values] + [c for c in (subject, dose) if c]
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; the header has {header}")
-        subjects, times, rows, lines, doses_at_zero = [], [], [], [], {}
-        last: dict[str, float] = {}
-        for number, row in enumerate(reader, start=2):
-            where = f"{path}, line {number}"
-            label = row[subject].strip() if subject else "1"
+    wanted = [time, *values] + [c for c in (subject, dose) if c]
+    subjects, times, rows, lines, doses_at_zero = [], [], [], [], {}
+    last: dict[str, float] = {}
+    for number, where, row in csv_rows(path, wanted):
+        label = row[subject].strip() if subject else "1"
+        try:
+            t = float(row[time])
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
+        if not math.isfinite(t) or t < 0:
+            raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
+        if label in last and t <= last[label]:
+            raise DataError(
+                f"{where}: {time} = {t:g} does not increase (subject {label} was at "
+                f"{last[label]:g}); sort each subject's rows by time"
+            )
+        last[label] = t
+        out = []
+        for column in values:
+            text = (row[column] or "").strip()
+            if text in ("", "NA", "nan", "NaN"):
+                out.append(np.nan)
+                continue
             try:
-                t = float(row[time])
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
-            if not math.isfinite(t) or t < 0:
-                raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
-            if label in last and t <= last[label]:
+                out.append(float(text))
+            except ValueError:
+                raise DataError(f"{where}: {column} = {text!r} is not a number") from None
+            if not math.isfinite(out[-1]):
+                raise DataError(f"{where}: {column} = {text!r} is not finite")
+        if dose:
+            text = (row[dose] or "").strip()
+            try:
+                amount = float(text)
+            except ValueError:
+                raise DataError(f"{where}: {dose} = {text!r} is not a number") from None
+            if not math.isfinite(amount) or amount < 0:
+                raise DataError(f"{where}: {dose} = {text!r} must be a non-negative number")
+            if label in doses_at_zero and doses_at_zero[label] != amount:
                 raise DataError(
-                    f"{where}: {time} = {t:g} does not increase (subject {label} was at "
-                    f"{last[label]:g}); sort each subject's rows by time"
+                    f"{where}: {dose} = {amount:g} differs from {doses_at_zero[label]:g} "
+                    f"earlier for subject {label}: the column is the bolus at time 0, one "
+                    "per subject (a dose table, doses=, takes doses at other times)"
                 )
-            last[label] = t
-            out = []
-            for column in values:
-                text = (row[column] or "").strip()
-                if text in ("", "NA", "nan", "NaN"):
-                    out.append(np.nan)
-                    continue
-                try:
-                    out.append(float(text))
-                except ValueError:
-                    raise DataError(f"{where}: {column} = {text!r} is not a number") from None
-                if not math.isfinite(out[-1]):
-                    raise DataError(f"{where}: {column} = {text!r} is not finite")
-            if dose:
-                text = (row[dose] or "").strip()
-                try:
-                    amount = float(text)
-                except ValueError:
-                    raise DataError(f"{where}: {dose} = {text!r} is not a number") from None
-                if not math.isfinite(amount) or amount < 0:
-                    raise DataError(f"{where}: {dose} = {text!r} must be a non-negative number")
-                if label in doses_at_zero and doses_at_zero[label] != amount:
-                    raise DataError(
-                        f"{where}: {dose} = {amount:g} differs from {doses_at_zero[label]:g} "
-                        f"earlier for subject {label}: the column is the bolus at time 0, one "
-                        "per subject (a dose table, doses=, takes doses at other times)"
-                    )
-                doses_at_zero[label] = amount
-            subjects.append(label)
-            times.append(t)
-            rows.append(out)
-            lines.append(number)
+            doses_at_zero[label] = amount
+        subjects.append(label)
+        times.append(t)
+        rows.append(out)
+        lines.append(number)
     if not times:
         raise DataError(f"{path}: no rows")
     events = ()
@@ -289,33 +279,26 @@ def read_doses(source, time: str = "time", subject: str | None = None) -> tuple[
     ``dose``) and the ``subject`` column (named as in the observations). Errors name the
     file, the line and the column.
     """
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such file (the dose table)")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        required = [time] + ([subject] if subject else [])
-        missing = [c for c in required if c not in header]
-        if missing or not ({"amount", "rate"} & set(header)):
+    required = [time] + ([subject] if subject else [])
+    out = []
+    for number, where, row in csv_rows(source, required, "the dose table"):
+        if number == 2 and not ({"amount", "rate"} & set(row)):
             raise DataError(
-                f"{path}: a dose table needs columns {required} and amount or rate; "
-                f"the header has {header}"
+                f"{source}: a dose table needs an amount or a rate column; the header has "
+                f"{list(row)}"
             )
-        out = []
-        for number, row in enumerate(reader, start=2):
-            cell = {k: (v or "").strip() for k, v in row.items() if k is not None}
-            out.append(
-                Dose(
-                    time=cell[time],
-                    amount=cell.get("amount") or None,
-                    duration=cell.get("duration") or 0.0,
-                    rate=cell.get("rate") or None,
-                    subject=cell[subject] if subject else "1",
-                    compartment=cell.get("compartment") or None,
-                    where=f"{path}, line {number}",
-                )
+        cell = {k: (v or "").strip() for k, v in row.items()}
+        out.append(
+            Dose(
+                time=cell[time],
+                amount=cell.get("amount") or None,
+                duration=cell.get("duration") or 0.0,
+                rate=cell.get("rate") or None,
+                subject=cell[subject] if subject else "1",
+                compartment=cell.get("compartment") or None,
+                where=where,
             )
+        )
     return tuple(out)
 
 

@@ -43,7 +43,6 @@ finite differences of the real log-likelihood.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -59,7 +58,7 @@ from jax import lax
 from jax.scipy.special import gammaln
 
 from linest._io import atomic_write
-from linest.data import DataError
+from linest.data import DataError, csv_rows
 from linest.engine import expm, propagate
 from linest.gradients import Adjoint, Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -139,60 +138,49 @@ def read_counts(source, time: str = "time", site: str = "site", count: str = "co
     once. Errors name the file, the line and the column.
     """
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in (time, site, count) if c not in header]
-        if missing:
+    hint = "rename them with the time=, site=, count= options, or [data] time/site/count in a spec"
+    times, sites, counts, lines = [], [], [], []
+    seen: dict[tuple[float, int], int] = {}
+    for number, where, row in csv_rows(path, (time, site, count), hint=hint):
+        try:
+            t = float(row[time])
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
+        if not math.isfinite(t) or t < 0:
+            raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
+        if times and t < times[-1]:
             raise DataError(
-                f"{path}: missing column(s) {missing}; the header has {header} (rename them "
-                "with the time=, site=, count= options, or [data] time/site/count in a spec)"
+                f"{where}: {time} = {t:g} comes after {times[-1]:g}: rows must be in "
+                "non-decreasing time"
             )
-        times, sites, counts, lines = [], [], [], []
-        seen: dict[tuple[float, int], int] = {}
-        for number, row in enumerate(reader, start=2):
-            where = f"{path}, line {number}"
+        label = (row[site] or "").strip()
+        if label.lower() == ELSEWHERE:
+            s = -1
+        else:
             try:
-                t = float(row[time])
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
-            if not math.isfinite(t) or t < 0:
-                raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
-            if times and t < times[-1]:
-                raise DataError(
-                    f"{where}: {time} = {t:g} comes after {times[-1]:g}: rows must be in "
-                    "non-decreasing time"
-                )
-            label = (row[site] or "").strip()
-            if label.lower() == ELSEWHERE:
-                s = -1
-            else:
-                try:
-                    s = int(label)
-                except ValueError:
-                    raise DataError(
-                        f"{where}: {site} = {label!r} is neither a site index nor {ELSEWHERE!r}"
-                    ) from None
-                if s < 0:
-                    raise DataError(f"{where}: {site} = {s} is negative")
-            text = (row[count] or "").strip()
-            try:
-                value = float(text)
+                s = int(label)
             except ValueError:
-                raise DataError(f"{where}: {count} = {text!r} is not a number") from None
-            if not math.isfinite(value) or value < 0 or value != int(value):
-                raise DataError(f"{where}: {count} = {text!r} must be a non-negative integer")
-            if (t, s) in seen:
                 raise DataError(
-                    f"{where}: time {t:g}, site {label} already appears on line {seen[(t, s)]}"
-                )
-            seen[(t, s)] = number
-            times.append(t)
-            sites.append(s)
-            counts.append(int(value))
-            lines.append(number)
+                    f"{where}: {site} = {label!r} is neither a site index nor {ELSEWHERE!r}"
+                ) from None
+            if s < 0:
+                raise DataError(f"{where}: {site} = {s} is negative")
+        text = (row[count] or "").strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"{where}: {count} = {text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or value != int(value):
+            raise DataError(f"{where}: {count} = {text!r} must be a non-negative integer")
+        if (t, s) in seen:
+            raise DataError(
+                f"{where}: time {t:g}, site {label} already appears on line {seen[(t, s)]}"
+            )
+        seen[(t, s)] = number
+        times.append(t)
+        sites.append(s)
+        counts.append(int(value))
+        lines.append(number)
     if not times:
         raise DataError(f"{path}: no rows")
     return Counts(

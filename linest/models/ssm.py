@@ -44,6 +44,11 @@ from linest.models.structure import Structure
 
 __all__ = ["LinearSSM", "LinearSSMFit", "StateEstimates"]
 
+#: Kalman steps per iteration of the compiled loop (``lax.scan``'s ``unroll``) for state
+#: sizes up to ``SMALL``: at d = 4, T = 10^4 on a 2-core CPU, value + gradient took 157 ms
+#: with 1 and 135 ms with 4; at d = 16, 1 was the faster (384 against 416 ms).
+UNROLL, SMALL = 4, 8
+
 
 @dataclasses.dataclass(frozen=True)
 class StateEstimates:
@@ -104,6 +109,7 @@ class SSMStatistics(eqx.Module):
     reset: jax.Array  # (n,) bool: first row of a sequence
     num_sequences: int = eqx.field(static=True, default=1)
     sequence: jax.Array | None = None  # (n,) sequence index
+    complete: bool = eqx.field(static=True, default=False)  # no value is missing
     source: str = eqx.field(static=True, default="")
 
     def for_compute(self) -> SSMStatistics:
@@ -343,8 +349,11 @@ class LinearSSM(AbstractLinearModel):
             predicted = (mean, cov)
             # Missing components: a zero row of C, y = 0 and unit variance, then the
             # log N(0; 0, 1) they add is taken back out.
-            Cs = jnp.where(seen[:, None], C, 0.0)
-            Rs = jnp.where(jnp.diag(seen), R, jnp.eye(m, dtype=A.dtype))
+            if st.complete:  # nothing missing: no masks in the sequential loop
+                Cs, Rs = C, R
+            else:
+                Cs = jnp.where(seen[:, None], C, 0.0)
+                Rs = jnp.where(jnp.diag(seen), R, jnp.eye(m, dtype=A.dtype))
             S = Cs @ cov @ Cs.T + Rs
             chol = jnp.linalg.cholesky(S)
             innovation = jnp.where(seen, y - Cs @ mean, 0.0)
@@ -362,7 +371,10 @@ class LinearSSM(AbstractLinearModel):
             return (mean, cov), out
 
         _, (values, predicted, filtered) = jax.lax.scan(
-            kalman, (m0, P0), (st.step_index, st.reset, st.value, st.observed)
+            kalman,
+            (m0, P0),
+            (st.step_index, st.reset, st.value, st.observed),
+            unroll=UNROLL if self.num_states <= SMALL else 1,
         )
         return values, (predicted, filtered)
 
@@ -454,6 +466,7 @@ class LinearSSM(AbstractLinearModel):
             reset=jnp.asarray(reset),
             num_sequences=len(labels),
             sequence=jnp.asarray(sequence),
+            complete=bool(observed.all()),
             source=data.source,
         )
 

@@ -5,6 +5,7 @@ compare's error against t ||A||."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -188,7 +189,7 @@ def test_estimated_initial_state_under_jit_agrees_across_methods():
         ("time,amount\n0,x\n", "line 2: amount = 'x' is not a number"),
         ("time,rate,duration\n0,1,0\n", "line 2: a rate needs a positive duration"),
         ("time,amount,compartment\n0,5,liver\n", "line 2: compartment 'liver'"),
-        ("time,dose\n0,5\n", "needs columns"),
+        ("time,dose\n0,5\n", "needs an amount or a rate column"),
     ],
 )
 def test_bad_dose_tables_name_the_line(tmp_path, rows, message):
@@ -328,7 +329,12 @@ def test_structured_ssm_equals_the_dense_one_with_zeros():
     A = np.array([[-0.5, 0.0, 0.0], [0.8, -0.2, 0.0], [0.0, -0.7, -0.3]])
     q, r = [0.3, 0.2, 0.4], [0.1, 0.2]
     data = dense.simulate(2, dense.theta(A, q, r), np.linspace(0, 10, 40))
-    value = float(dense.loglik(dense.theta(A, q, r), dense.statistics(data)))
+    st = dense.statistics(data)
+    value = float(dense.loglik(dense.theta(A, q, r), st))
+    # Nothing missing: the filter's unmasked fast path equals the masked one.
+    assert st.complete
+    masked = dataclasses.replace(st, complete=False)
+    assert abs(float(dense.loglik(dense.theta(A, q, r), masked)) - value) < 1e-12 * abs(value)
     assert banded.param_names[:5] == ("A[0,0]", "A[1,0]", "A[1,1]", "A[2,1]", "A[2,2]")
     assert abs(float(banded.loglik(banded.theta(A, q, r), banded.statistics(data))) - value) < 1e-10
     # diag(D) + u w^T with w = (1, w1, w2): its dense A gives the same likelihood.
