@@ -133,8 +133,22 @@ def _compare(args) -> int:
     data = spec.read_data()
     methods = CANDIDATES if not args.methods else [m.strip() for m in args.methods.split(",")]
     prior = _prior(spec) if spec.priors else None
+    truth = None
+    if args.truth:
+        from linest.compare import truth_theta
+
+        try:
+            truth = truth_theta(spec.model, json.loads(Path(args.truth).read_text()), args.truth)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--truth {args.truth}: {error}") from None
     report = compare_model(
-        spec.model, data, methods, prior=prior, seed=args.seed, optimise=not args.no_fits
+        spec.model,
+        data,
+        methods,
+        prior=prior,
+        truth=truth,
+        seed=args.seed,
+        optimise=not args.no_fits,
     )
     text = format_report(report, str(spec.path))
     print(text)
@@ -209,6 +223,12 @@ def main(argv=None) -> int:
     )
     versus.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.png")
     versus.add_argument("--no-fits", action="store_true", help="skip the optimiser runs")
+    versus.add_argument(
+        "--truth",
+        metavar="JSON",
+        help='the true parameters of simulated data, as one more point: {"theta": [...]} or '
+        "a value per parameter name (e.g. data/compartment/truth.json)",
+    )
     versus.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -139,11 +140,39 @@ def _usable(model, names: Sequence[str]) -> list[tuple[str, object]]:
     return out
 
 
+def truth_theta(model, truth: dict, source: str = "truth") -> np.ndarray:
+    """theta from a known truth: ``{"theta": [...]}`` (the fitting scale), or a value per
+    parameter by its name (``"log ka"``) or its natural name (``"ka"``, exponentiated
+    parameters given on their natural scale)."""
+    names = model.param_names
+    if "theta" in truth:
+        theta = np.asarray(truth["theta"], float)
+        if theta.shape != (len(names),):
+            raise ValueError(
+                f"{source}: theta has {theta.size} values; the model has {len(names)} parameters"
+            )
+        return theta
+    out, missing = [], []
+    for name in names:
+        if name in truth:
+            out.append(float(truth[name]))
+        elif name.startswith("log ") and name[4:] in truth:
+            out.append(math.log(float(truth[name[4:]])))
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"{source}: no value for {missing}; give 'theta' (a list) or a value per parameter"
+        )
+    return np.asarray(out)
+
+
 def compare_model(
     model,
     data,
     methods: Sequence[str] = CANDIDATES,
     prior=None,
+    truth=None,
     num_prior_draws: int = 2,
     repeats: int = 5,
     seed: int = 0,
@@ -153,7 +182,8 @@ def compare_model(
 
     Points: the maximum-likelihood estimate (fitted with the model's default method),
     ``num_prior_draws`` draws from ``prior`` (a :class:`linest.Prior` or a table) when
-    given, and the estimate moved by two standard errors in a random direction. At each
+    given, the ``truth`` (theta) of simulated data when given, and the estimate moved by
+    two standard errors in a random direction. At each
     point and for each method: the relative error and cosine of the gradient against the
     model's default (exact) method, and the median time of value + gradient and its
     ratio to the value alone. With ``optimise``, the fit each method drives from the
@@ -180,6 +210,8 @@ def compare_model(
         prior = prior if isinstance(prior, Prior) else Prior.from_table(model, prior)
         for k, draw in enumerate(prior.sample(rng, num_prior_draws)):
             points.append((f"prior draw {k + 1}", draw))
+    if truth is not None:
+        points.append(("truth", np.asarray(truth, float)))
     se = np.where(np.isfinite(reference_fit.se), reference_fit.se, 0.1)
     direction = rng.normal(size=se.shape)
     direction /= np.linalg.norm(direction) or 1.0

@@ -44,11 +44,15 @@ def main():
         "hopping": HOPPING,
         "initial_site": 0,
         "potential": [float(v) for v in V],
+        # theta of the shipped spec's model (models/quantum_ring.toml estimates the
+        # hopping): V[1..7], then log hopping.
+        "theta": [float(v) for v in model.theta(V)] + [float(np.log(HOPPING))],
         "times": TIMES,
         "shots": SHOTS,
         "seed": SEED,
         "note": "V relative to site 0 (the model's gauge); the data cannot tell V from its "
-        "mirror 2 hopping deg - V (= 4 - V here, i.e. -V after re-gauging)",
+        "mirror 2 hopping deg - V (= 4 - V here, i.e. -V after re-gauging); theta is that of "
+        "models/quantum_ring.toml (hopping estimated): V[1..7], log hopping",
     }
     (ROOT / "quantum" / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
 

@@ -490,7 +490,17 @@ def test_compare_command_writes_a_report(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["compartment", "ssm", "quantum_ring"])
 def test_compare_runs_on_every_kind(tmp_path, capsys, name):
-    assert main(["compare", str(ROOT / "models" / f"{name}.toml"), "--out", str(tmp_path)]) == 0
+    truth = ROOT / "data" / name.replace("_ring", "") / "truth.json"
+    spec = str(ROOT / "models" / f"{name}.toml")
+    assert main(["compare", spec, "--out", str(tmp_path), "--truth", str(truth)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     fits = {r["method"]: r for r in report["fits"]}
     assert fits["default"]["converged"] and abs(fits["default"]["minus2loglik_gap"]) < 1e-6
+    assert "truth" in [label for label, _ in report["points"]]
+    # The error of d exp(tA)/dA against t ||A||: exact methods stay exact at every scale,
+    # the left-point surrogate does not.
+    scales = report["scales"]
+    exact = [r["relative_error"] for r in scales if r["method"] == "exact"]
+    left = [r["relative_error"] for r in scales if r["method"] == "surrogate-left"]
+    assert max(exact) < 1e-10 and max(left) > 0.1
+    assert report["data_scales"][0] < report["data_scales"][1]

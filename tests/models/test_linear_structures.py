@@ -461,3 +461,19 @@ def test_surrogate_error_grows_with_t_norm_a_and_exact_methods_stay_exact():
     assert left[0] < 1e-2 and left[-1] > 0.3 and all(np.diff(left) > 0)
     # The notes' order: a left rule's error is O(t||A||), Gauss-Legendre's far smaller.
     assert error["gauss-4", 1.0] < 1e-6 * error["left", 1.0]
+
+
+def test_truth_files_give_theta_by_name_or_list():
+    from linest.compare import truth_theta
+
+    model = _two_compartment_iv()
+    natural = {"k12": 0.4, "k21": 0.2, "ke": 0.25, "V": 8.0, "sigma": 0.1}
+    theta = model.theta(**natural)
+    assert np.array_equal(truth_theta(model, natural), theta)
+    assert np.array_equal(truth_theta(model, {"theta": list(theta)}), theta)
+    by_fitting_name = dict(zip(model.param_names, theta, strict=True))
+    assert np.array_equal(truth_theta(model, by_fitting_name), theta)
+    with pytest.raises(ValueError, match=r"t.json: no value for \['log sigma'\]"):
+        truth_theta(model, {k: v for k, v in natural.items() if k != "sigma"}, "t.json")
+    with pytest.raises(ValueError, match="theta has 2 values; the model has 5"):
+        truth_theta(model, {"theta": [1.0, 2.0]})
