@@ -11,7 +11,8 @@ structure by name instead of writing a function:
   ``(d, rank)``. ``U W^T = (U G)(W G^-T)^T`` for every invertible ``G``, so the free
   parameters fix that gauge by ``W``'s first ``rank`` rows being the identity: the
   parameters are ``D[i]``, ``U[i,k]`` and ``W[i,k]`` for ``i >= rank``
-  (``d + 2 d rank - rank^2``, the dimension of the set of such matrices).
+  (``d + 2 d rank - rank^2``, the dimension of the set of such matrices). That count must
+  not exceed ``d^2``: ``(d - rank)^2 >= d`` (rank 1 needs d >= 3, rank 2 needs d >= 4).
 
 Every parameter is real (no sign constraint; a compartmental structure with non-negative
 flows is :class:`linest.LinearODE`'s ``flows``).
@@ -20,6 +21,7 @@ flows is :class:`linest.LinearODE`'s ``flows``).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,14 @@ class Structure:
             raise ValueError(
                 f"rank {self.rank} >= {self.size} states: a diagonal plus rank-{self.rank} matrix "
                 "is then any matrix; use structure = 'dense'"
+            )
+        if self.kind == "diagonal_plus_low_rank" and (self.size - self.rank) ** 2 < self.size:
+            d, r = self.size, self.rank
+            raise ValueError(
+                f"a {d} x {d} diagonal plus rank-{r} matrix has {d + 2 * d * r - r * r} parameters "
+                f"for {d * d} entries: they are not identifiable (it needs (d - rank)^2 >= d, "
+                f"rank <= {d - math.isqrt(d - 1) - 1 if d > 1 else 0} here); use a lower rank or "
+                "structure = 'dense'"
             )
 
     # ------------------------------------------------------------------ entries

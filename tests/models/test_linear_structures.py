@@ -293,9 +293,15 @@ def test_structures_build_the_matrices_they_name():
         ("tridiagonal", {}, "structure='tridiagonal'"),
         ("banded", {"bandwidth": (1, -1)}, "bandwidth"),
         ("diagonal_plus_low_rank", {"rank": 6}, "rank 6 >= 6"),
+        ("diagonal_plus_low_rank", {"rank": 4}, "38 parameters for 36 entries"),
     ]:
         with pytest.raises(ValueError, match=message):
             Structure(kind, 6, **extra)
+    # Identifiable ranks: the parameter count never exceeds d^2.
+    for d in range(3, 9):
+        for r in range(1, d):
+            if (d - r) ** 2 >= d:
+                assert Structure("diagonal_plus_low_rank", d, rank=r).num_params <= d * d
 
 
 def test_structured_linear_ode_recovers_a_banded_matrix():
