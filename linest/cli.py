@@ -57,7 +57,7 @@ def _fit(args) -> int:
     chains = spec.read_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)  # printed in the summary
-        result = linest.fit(spec.model, chains, gradient=gradient)
+        result = linest.fit(spec.model, chains, gradient=gradient, intervals=args.intervals)
     print(f"{spec.path}: {chains.source}")
     print(result.summary())
     if args.json:
@@ -191,6 +191,13 @@ def main(argv=None) -> int:
         "surrogate-gauss-2, ... (see linest.gradient_from_string)",
     )
     fit.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    fit.add_argument(
+        "--intervals",
+        choices=["wald", "profile"],
+        default="wald",
+        help="wald (default: estimate -/+ 1.96 se) or profile (likelihood ratio); a rate "
+        "estimated at 0 always gets a one-sided profile interval",
+    )
     fit.add_argument(
         "--plot",
         metavar="PNG",

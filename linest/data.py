@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-__all__ = ["Chains", "DataError", "DataWarning", "read_chains", "state_key"]
+__all__ = ["Chains", "DataError", "DataWarning", "read_chains", "read_count_matrix", "state_key"]
 
 Kind = Literal["panel", "paths", "counts"]
 
@@ -265,6 +265,8 @@ def _read_counts(frame, name, lines, state_from, state_to, count, lag, covariate
         if bad.size:
             i = bad[0]
             raise DataError(f"{name} {lines[i]}: column '{what}' is negative ({values[i]:g})")
+    # Whole numbers are not required here: expected counts (n_r P(tau)[r, s]) are weights
+    # the likelihood takes as they are. A count matrix (read_count_matrix) requires them.
     bad = np.flatnonzero(lags == 0)
     if bad.size:
         raise DataError(f"{name} {lines[bad[0]]}: the lag is 0; counts need a positive lag")
@@ -283,6 +285,64 @@ def _read_counts(frame, name, lines, state_from, state_to, count, lag, covariate
         state_to=key(frame[state_to].to_numpy()),
         lag=lags,
         count=counts,
+    )
+
+
+def read_count_matrix(source, lag: float = 1.0) -> Chains:
+    """Read a square transition-count table (a rating-migration matrix): the first
+    column names the state a transition starts in, the other columns the states it ends
+    in (the same states, in any order), each cell the number of transitions over
+    ``lag``. Returns counts :class:`Chains` (one row per cell); the model checks which
+    transitions it allows (an absorbing state's row must have no counts out of it).
+
+    Errors name the file, the line (row) and the column: a table that is not square,
+    a row named twice, a count that is negative, not a whole number or not a number.
+    """
+    frame, name, offset = _load(source)
+    lines = _line_labels(frame, offset)
+    first = frame.columns[0]
+    columns = [state_key(c) for c in frame.columns[1:]]
+    rows = [state_key(v) for v in frame[first].to_numpy()]
+    if len(set(columns)) != len(columns):
+        raise DataError(f"{name}: the header names a state twice: {columns}")
+    seen: dict[str, str] = {}
+    for i, state in enumerate(rows):
+        if state in seen:
+            raise DataError(f"{name} {lines[i]}: state {state!r} already has a row ({seen[state]})")
+        seen[state] = lines[i]
+    if sorted(rows) != sorted(columns):
+        extra_rows = [s for s in rows if s not in columns]
+        extra_columns = [s for s in columns if s not in rows]
+        raise DataError(
+            f"{name}: the table is not square: {len(rows)} rows and {len(columns)} count "
+            f"columns name different states (rows only: {extra_rows}; columns only: "
+            f"{extra_columns}); the first column holds the 'from' states, the header the 'to' "
+            "states"
+        )
+    if not (isinstance(lag, (int, float)) and lag > 0 and np.isfinite(lag)):
+        raise DataError(f"{name}: the lag must be a positive number; got {lag!r}")
+    counts = np.zeros((len(rows), len(columns)))
+    for j, column in enumerate(frame.columns[1:]):
+        values = np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=float)
+        for i, v in enumerate(values):
+            where = f"{name} {lines[i]}, column {column!r} (from {rows[i]} to {columns[j]})"
+            if not np.isfinite(v):
+                raise DataError(f"{where}: {frame[column].iloc[i]!r} is not a count")
+            if v < 0 or v != round(v):
+                raise DataError(f"{where}: {v:g} is not a non-negative whole number")
+        counts[:, j] = values
+    keep = [(i, j) for i in range(len(rows)) for j in range(len(columns)) if counts[i, j] > 0]
+    return Chains(
+        kind="counts",
+        source=name,
+        columns={"from": str(first), "to": "(header)", "count": "(cells)", "lag": str(lag)},
+        covariate_names=(),
+        line=np.array([f"{lines[i]}, column {columns[j]!r}" for i, j in keep], dtype=object),
+        covariates=np.zeros((len(keep), 0)),
+        state_from=np.array([rows[i] for i, _ in keep], dtype=object),
+        state_to=np.array([columns[j] for _, j in keep], dtype=object),
+        lag=np.full(len(keep), float(lag)),
+        count=np.array([counts[i, j] for i, j in keep]),
     )
 
 

@@ -12,6 +12,7 @@ Peclet number) are reported in the result and as warnings, never silently.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -121,6 +122,8 @@ def fit(
     tol: float = 1e-8,
     gtol: float = 1e-6,
     information_gradient=None,
+    intervals: str = "wald",
+    level: float = 0.95,
 ) -> FitResult:
     """Maximum-likelihood fit of ``model`` to ``data``.
 
@@ -145,6 +148,19 @@ def fit(
         the model chooses the default (a CTMC: ``gradient`` if that is exact, else
         ``Eigen()``, then ``Exact()`` where ``Eigen()`` gives a non-finite result).
         Ignored by models that give their own information matrix.
+    intervals : "wald" (default: estimate -/+ 1.96 se on the fitting scale) or
+        "profile" (likelihood-ratio intervals for every parameter: the values where the
+        maximum over the others falls chi^2_1(level) / 2 below the overall maximum).
+        A rate estimated at 0 always gets a one-sided profile interval.
+    level : coverage of the intervals (0.95).
+
+    Rates whose maximum lies at 0 (models with boundary parameters, e.g. a CTMC): when a
+    log-rate drifts far below the others, or the log-scale fit does not converge, the fit
+    continues over rates >= 0 (L-BFGS-B with the bound, on the natural scale) and checks
+    the Karush-Kuhn-Tucker conditions there: ``d loglik / dq <= 0`` for a rate at 0, the
+    Newton decrement over the other parameters. "Converged" means both hold. Rates at 0
+    are reported as such (theta = -inf), and the standard errors of the others come from
+    the information restricted to them.
 
     Returns
     -------
@@ -202,22 +218,32 @@ def fit(
     theta = np.asarray(result.x, float)
     iterations, evaluations, message = int(result.nit), int(result.nfev), str(result.message)
 
-    def assess(theta, drive_grad):
-        """Exact loglik, gradient, information, and the predicted remaining gain."""
+    def assess(theta, drive_grad, free=None):
+        """Exact loglik, gradient, information, and the predicted remaining gain over the
+        ``free`` parameters (all by default; those not at the boundary after it). Without
+        ``drive_grad`` the exact gradient is used."""
         loglik, exact_grad, hessian = derivatives(theta)
         H = -np.asarray(hessian)
-        covariance, condition, problems = _invert_information(H, model.param_names)
-        drive_grad = np.asarray(drive_grad, float)
-        if np.all(np.isfinite(covariance)) and covariance.size:
+        exact_grad = np.asarray(exact_grad, float)
+        free = np.ones(theta.shape, bool) if free is None else free
+        keep = np.flatnonzero(free)
+        sub, condition, problems = _invert_information(
+            H[np.ix_(keep, keep)], [model.param_names[i] for i in keep]
+        )
+        covariance = np.full(H.shape, np.nan)
+        covariance[np.ix_(keep, keep)] = sub
+        exact_grad = np.where(free, exact_grad, 0.0)
+        g = (exact_grad if drive_grad is None else np.asarray(drive_grad, float))[keep]
+        if np.all(np.isfinite(sub)) and sub.size:
             # Newton decrement: the log-likelihood a Newton step would still gain.
-            gain = 0.5 * float(drive_grad @ covariance @ drive_grad)
+            gain = 0.5 * float(g @ sub @ g)
         else:
             gain = np.inf
         scale = _tolerance_scale(loglik)
         ok = bool(np.isfinite(loglik)) and (
-            gain <= tol * scale or float(np.max(np.abs(drive_grad), initial=0.0)) <= gtol * scale
+            gain <= tol * scale or float(np.max(np.abs(g), initial=0.0)) <= gtol * scale
         )
-        return float(loglik), np.asarray(exact_grad), covariance, condition, problems, gain, ok
+        return float(loglik), exact_grad, covariance, condition, problems, gain, ok
 
     loglik, exact_grad, covariance, condition, problems, gain, converged = assess(theta, result.jac)
     if not converged:
@@ -243,6 +269,37 @@ def fit(
             loglik, exact_grad, covariance, condition, problems, gain, converged = assess(
                 theta, polish.jac
             )
+    at_boundary = np.zeros(theta.shape, bool)
+    mask = np.asarray(model.boundary_mask(), bool)
+    boundary_note = None
+    if mask.any():
+        rates = theta[mask]
+        suspect = mask & (theta < np.max(rates) - math.log(1e6))
+        weak = not np.isfinite(condition) or condition > 1e8  # a rate may be drifting to 0
+        if suspect.any() or weak or not converged:
+            from linest.gradients import Exact
+            from linest.profile import optimise_on_boundary, to_theta
+
+            on_boundary = optimise_on_boundary(
+                model, statistics, theta, (*drive_methods, Exact()), max_iterations
+            )
+            if on_boundary.loglik >= loglik - tol * _tolerance_scale(loglik):
+                theta = to_theta(model, on_boundary.values)
+                at_boundary = on_boundary.active
+                iterations += on_boundary.iterations
+                evaluations += on_boundary.evaluations
+                message = f"{message}; then L-BFGS-B over rates >= 0: {on_boundary.message}"
+                loglik, exact_grad, covariance, condition, problems, gain, converged = assess(
+                    theta, None, free=~at_boundary
+                )
+                kkt_ok, bad = on_boundary.kkt(gtol * _tolerance_scale(loglik))
+                if not kkt_ok:
+                    converged = False
+                    names = ", ".join(model.param_names[i] for i in bad)
+                    boundary_note = (
+                        f"at the boundary (rate 0) the log-likelihood still increases along "
+                        f"{names}: the Karush-Kuhn-Tucker conditions fail, not a maximum"
+                    )
     seconds = time.perf_counter() - start
     gradient_norm = float(np.max(np.abs(exact_grad), initial=0.0))
     if not converged:
@@ -264,6 +321,8 @@ def fit(
                 f"maximum is about {exact_gain:.3g} higher in log-likelihood: the approximate "
                 "gradient moved the optimum"
             )
+    if boundary_note:
+        notes.append(boundary_note)
     if iterations >= max_iterations:
         notes.append(f"the iteration limit {max_iterations} was reached")
     notes += problems
@@ -277,6 +336,23 @@ def fit(
         )
     for note in notes:
         warnings.warn(note, FitWarning, stacklevel=2)
+    if intervals not in ("wald", "profile"):
+        raise ValueError(f"fit: intervals={intervals!r}; expected 'wald' or 'profile'")
+    profile = None
+    if intervals == "profile" or at_boundary.any():
+        from linest.gradients import Exact
+        from linest.profile import Profiler
+
+        profiler = Profiler(
+            model,
+            statistics,
+            theta,
+            loglik,
+            (*drive_methods, Exact()),
+            np.sqrt(np.diag(covariance)),
+        )
+        which = range(theta.size) if intervals == "profile" else np.flatnonzero(at_boundary)
+        profile = profiler.table(which, level)
     return model.result_class(
         model=model,
         statistics=reported,
@@ -294,6 +370,9 @@ def fit(
         seconds=seconds,
         warnings=notes,
         information="observed" if own_information is None else "expected",
+        at_boundary=at_boundary,
+        profile=profile,
+        level=level,
     )
 
 

@@ -565,7 +565,9 @@ def sample(
     if log_likelihood:
         loglik = _pointwise(model, statistics, records["theta"])
     tree = _datatree(model, settings, records, checkpoint, statistics, attrs, loglik)
-    notes = diagnose(tree, max_tree_depth if kernel == "nuts" else None)
+    notes = diagnose(
+        tree, max_tree_depth if kernel == "nuts" else None, np.asarray(model.boundary_mask(), bool)
+    )
     tree.attrs["linest_warnings"] = json.dumps(notes)
     for note in notes:
         warnings.warn(note, SamplingWarning, stacklevel=2)
@@ -613,11 +615,38 @@ def _pointwise_draws(model, statistics, thetas):
     return jax.lax.map(lambda t: model.pointwise_loglik(t, statistics), thetas, batch_size=64)
 
 
-def diagnose(tree, max_tree_depth=None) -> list[str]:
-    """Messages for r_hat > 1.01, ESS_bulk < 100 per chain, divergences, saturated trees."""
+#: A log-rate this far below the largest rate's posterior median is "at 0".
+BOUNDARY_DROP = math.log(1e4)
+
+
+def diagnose(tree, max_tree_depth=None, boundary=None) -> list[str]:
+    """Messages for r_hat > 1.01, ESS_bulk < 100 per chain, divergences, saturated trees,
+    and chains stuck at the boundary: for the parameters ``boundary`` marks (log-rates
+    that may be 0), a chain with most of its draws more than 10^4 below the largest
+    rate's median."""
     import arviz as az
 
     notes = []
+    theta = np.asarray(tree["posterior"]["theta"])  # (chain, draw, param)
+    if boundary is not None and np.any(boundary):
+        index = np.flatnonzero(boundary)
+        medians = np.median(theta[:, :, index], axis=(0, 1))
+        floor = float(np.max(medians)) - BOUNDARY_DROP
+        stuck = np.mean(theta[:, :, index] < floor, axis=1) > 0.5  # (chain, boundary param)
+        if stuck.any():
+            names = tree["posterior"]["theta"].coords["param"].values
+            parts = [
+                f"{names[index[k]]} (chain {', '.join(str(c) for c in np.flatnonzero(stuck[:, k]))})"
+                for k in np.flatnonzero(stuck.any(axis=0))
+            ]
+            notes.append(
+                "chains stuck at the boundary: most draws put "
+                + "; ".join(parts)
+                + " more than 10^4 below the largest rate, i.e. at 0: the posterior piles up "
+                "there (the likelihood's maximum is at 0). On the log scale the sampler drifts "
+                "towards -inf and mixes slowly; a gamma prior on the rate with shape < 1 keeps "
+                "mass near 0 but bounds the drift, shape >= 1 moves it away"
+            )
     stats = tree["sample_stats"]
     num_chains = stats.sizes["chain"]
     summary = az.summary(tree, var_names=["theta"], kind="diagnostics")

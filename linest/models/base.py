@@ -131,6 +131,19 @@ class AbstractLinearModel(eqx.Module):
         )
         return jax.numpy.asarray(centre) + jitter
 
+    def boundary_mask(self) -> tuple[bool, ...]:
+        """Which parameters are logs of quantities that may be exactly 0 (a rate): for them
+        ``linest.fit`` checks the boundary, reaches it where the maximum lies there
+        (optimising :meth:`loglik_natural` with the bound 0) and reports it. Models that
+        give :meth:`loglik_natural` say which; by default none."""
+        return (False,) * self.num_params
+
+    def loglik_natural(self, values, statistics, gradient=None) -> jax.Array:
+        """The log-likelihood with the :meth:`boundary_mask` parameters on their natural
+        scale (>= 0, and 0 allowed: its derivative there is finite), the others as in
+        theta. Only models whose boundary_mask is not all False give it."""
+        raise NotImplementedError(f"{type(self).__name__} has no boundary parameters")
+
     def system_matrix(self, theta) -> jax.Array | None:
         """A(theta) as a dense matrix, for analyses of the engine on this model's own A
         (``linest compare``'s error against t ||A||); None where the model has none small

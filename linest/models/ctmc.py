@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from linest.data import Chains, DataError, read_chains, state_key
+from linest.data import Chains, DataError, read_chains, read_count_matrix, state_key
 from linest.engine import expm, expm_times
 from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -328,15 +328,29 @@ class CTMC(AbstractLinearModel):
         if z is None or not self.effects:
             log = log_q if z is None else jnp.broadcast_to(log_q, (jnp.shape(z)[0], self.num_rates))
             return jnp.exp(log)
+        return jnp.exp(log_q + jnp.asarray(z, theta.dtype) @ self._beta(theta).T)
+
+    def _beta(self, theta):
+        """Covariate effects as a (rates, covariates) matrix."""
         beta = jnp.zeros((self.num_rates, len(self.covariates)), theta.dtype)
         if self.effects:
             t, c = zip(*self.effects)
             beta = beta.at[list(t), list(c)].set(theta[self.num_rates :])
-        return jnp.exp(log_q + jnp.asarray(z, theta.dtype) @ beta.T)
+        return beta
+
+    def _rates_natural(self, values, z=None) -> jax.Array:
+        """As :meth:`rates`, from the baseline rates themselves (0 allowed) and the effects."""
+        values = jnp.asarray(values)
+        q = values[: self.num_rates]
+        if z is None or not self.effects:
+            return q if z is None else jnp.broadcast_to(q, (jnp.shape(z)[0], self.num_rates))
+        return q * jnp.exp(jnp.asarray(z, values.dtype) @ self._beta(values).T)
 
     def generator(self, theta, z=None) -> jax.Array:
         """Q(theta) of shape (n, n), or (G, n, n) for covariate patterns ``z`` (G, C)."""
-        q = self.rates(theta, z)
+        return self._generator_from(self.rates(theta, z))
+
+    def _generator_from(self, q) -> jax.Array:
         rows, cols = (list(x) for x in zip(*self.transitions))
         n = self.num_states
         Q = jnp.zeros((*q.shape[:-1], n, n), q.dtype).at[..., rows, cols].set(q)
@@ -355,9 +369,20 @@ class CTMC(AbstractLinearModel):
 
     def loglik(self, theta, statistics: CTMCStatistics, gradient=None) -> jax.Array:
         """Log-likelihood; derivatives by ``gradient`` (default: shared eigendecomposition)."""
+        return self._loglik_of(self.generator(theta, statistics.z), statistics, gradient)
+
+    def boundary_mask(self) -> tuple[bool, ...]:
+        """The baseline rates may be 0 (a transition that does not happen)."""
+        return self.param_positive
+
+    def loglik_natural(self, values, statistics: CTMCStatistics, gradient=None) -> jax.Array:
+        """The log-likelihood from the baseline rates themselves (>= 0) and the effects."""
+        Q = self._generator_from(self._rates_natural(values, statistics.z))
+        return self._loglik_of(Q, statistics, gradient)
+
+    def _loglik_of(self, Q, statistics: CTMCStatistics, gradient) -> jax.Array:
         gradient = DEFAULT_GRADIENT if gradient is None else gradient
         st = statistics
-        Q = self.generator(theta, st.z)  # (G, n, n)
         total = jnp.zeros((), Q.dtype)
         if st.lag.shape[0]:
             P, F = self._cell_probabilities(Q, st, gradient)
@@ -604,7 +629,8 @@ class CTMC(AbstractLinearModel):
         "effects": "[transition, covariate] pairs, when not every covariate acts everywhere",
     }
     data_keys: ClassVar[dict[str, str]] = {
-        "kind": '"panel" (default), "paths" or "counts"',
+        "kind": '"panel" (default), "paths", "counts" (long: from, to, count, lag) or "matrix" '
+        "(a square count table: the first column the from-states, the header the to-states)",
         "subject": "subject column",
         "time": "time column",
         "state": "state column",
@@ -638,6 +664,14 @@ class CTMC(AbstractLinearModel):
         """Read the spec's data file with :func:`linest.read_chains` and this model's covariates."""
         columns = dict(columns)
         columns.pop("covariates", None)
+        if columns.get("kind") == "matrix":
+            unknown = set(columns) - {"kind", "lag"}
+            if unknown:
+                raise DataError(
+                    f"{source}: data.{sorted(unknown)[0]} does not apply to a count matrix "
+                    "(kind = \"matrix\" takes lag only)"
+                )
+            return read_count_matrix(source, lag=float(columns.get("lag", 1.0)))
         if "from" in columns:
             columns["state_from"] = columns.pop("from")
         if "to" in columns:
@@ -731,14 +765,23 @@ class CTMCFit(FitResult):
     def intensities(self) -> pd.DataFrame:
         """Baseline intensities q_rs (at the covariate means) with 95% intervals.
 
-        Intervals are ``exp(theta +/- 1.96 se)``: Wald on the log scale, as msm reports.
+        Intervals are ``exp(theta +/- 1.96 se)``: Wald on the log scale, as msm reports;
+        or the profile-likelihood interval where the fit computed one (``intervals=
+        "profile"``, and always for a rate at 0: ``[0, upper]``, one-sided).
         """
         m = self.model
         R = m.num_rates
         theta, se = self.theta[:R], self.se[:R]
+        lower, upper, method = self.theta_intervals()
         names = [m.transition_name(k) for k in range(R)]
+        with np.errstate(over="ignore"):
+            table = {
+                "estimate": np.exp(theta),
+                "lower": np.exp(lower[:R]),
+                "upper": np.exp(upper[:R]),
+            }
         return pd.DataFrame(
-            exp_interval(theta, se) | {"se_log": se},
+            table | {"se_log": se, "interval": method[:R], "at_boundary": self.boundary[:R]},
             index=pd.Index(names, name="transition"),
         )
 
@@ -751,8 +794,9 @@ class CTMCFit(FitResult):
             [(m.covariates[c], m.transition_name(t)) for t, c in m.effects],
             names=["covariate", "transition"],
         )
-        table = exp_interval(beta, se)
-        table["hr"] = table.pop("estimate")
+        lower, upper, _ = self.theta_intervals()
+        with np.errstate(over="ignore"):
+            table = {"hr": np.exp(beta), "lower": np.exp(lower[R:]), "upper": np.exp(upper[R:])}
         return pd.DataFrame(
             {k: table[k] for k in ("hr", "lower", "upper")} | {"beta": beta, "se": se},
             index=index,
@@ -856,9 +900,15 @@ class CTMCFit(FitResult):
         lines = [
             "Transition intensities"
             + (" (baseline, at the covariate means)" if self.model.covariates else "")
-            + " with 95% intervals:",
+            + f" with {100 * self.level:g}% intervals:",
         ]
         for name, row in self.intensities().iterrows():
+            if row.at_boundary:
+                lines.append(
+                    f"  q({name:>7})  0 (at the boundary)  (0, {row.upper:.5f}] one-sided, "
+                    "profile likelihood"
+                )
+                continue
             lines.append(
                 f"  q({name:>7})  {row.estimate:10.5f}  ({row.lower:.5f}, {row.upper:.5f})"
             )

@@ -33,6 +33,13 @@ def exp_interval(estimate, se) -> dict[str, np.ndarray]:
         }
 
 
+def format_estimate(name, row) -> str:
+    """One summary line: a rate at 0 says so, with its one-sided interval."""
+    if row.get("at_boundary", False):
+        return f"  {name:>24}  {'0 (at the boundary)':>12}  (0, {row.upper:.6g}] one-sided"
+    return f"  {name:>24}  {row.estimate:12.6g}  ({row.lower:.6g}, {row.upper:.6g})"
+
+
 def records(frame: pd.DataFrame) -> list[dict]:
     """A table as JSON-ready records (tuple labels as strings)."""
     out = frame.reset_index()
@@ -74,6 +81,34 @@ class FitResult:
     seconds: float
     warnings: list[str] = dataclasses.field(default_factory=list)
     information: str = "observed"
+    at_boundary: np.ndarray | None = None  # bool per parameter: a rate estimated at 0
+    profile: pd.DataFrame | None = None  # profile-likelihood intervals (theta scale)
+    level: float = 0.95
+
+    def theta_intervals(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(lower, upper, method) per parameter on the fitting scale: the profile
+        interval where one was computed, else Wald (estimate -/+ z se). A rate at 0 has
+        lower = -inf (its natural value 0)."""
+        import scipy.stats
+
+        z = float(scipy.stats.norm.ppf(0.5 + self.level / 2))
+        se = self.se
+        with np.errstate(invalid="ignore"):
+            lower, upper = self.theta - z * se, self.theta + z * se
+        method = ["wald"] * len(self.theta)
+        if self.profile is not None:
+            for i, name in enumerate(self.param_names):
+                if name in self.profile.index:
+                    row = self.profile.loc[name]
+                    lower[i], upper[i], method[i] = row.lower, row.upper, row.method
+        return lower, upper, method
+
+    @property
+    def boundary(self) -> np.ndarray:
+        """bool per parameter: estimated at the boundary (a rate at 0)."""
+        if self.at_boundary is None:
+            return np.zeros(len(self.theta), bool)
+        return np.asarray(self.at_boundary, bool)
 
     @property
     def minus2loglik(self) -> float:
@@ -90,31 +125,44 @@ class FitResult:
     # ------------------------------------------------------------------ tables
 
     def parameters(self) -> pd.DataFrame:
-        """theta with standard errors and 95% Wald intervals (unconstrained scale)."""
-        se = self.se
+        """theta with standard errors and intervals (Wald, or profile where computed) on
+        the fitting scale; a rate at 0 has estimate -inf and ``at_boundary`` True."""
+        lower, upper, method = self.theta_intervals()
         return pd.DataFrame(
             {
                 "estimate": self.theta,
-                "se": se,
-                "lower": self.theta - Z95 * se,
-                "upper": self.theta + Z95 * se,
+                "se": self.se,
+                "lower": lower,
+                "upper": upper,
+                "interval": method,
+                "at_boundary": self.boundary,
             },
             index=pd.Index(self.param_names, name="parameter"),
         )
 
     def natural(self) -> pd.DataFrame:
         """Every parameter on its natural scale: ``exp`` of log-parameters (interval
-        ``exp(theta -/+ 1.96 se)``), the others as they are (``theta -/+ 1.96 se``)."""
+        ``exp`` of the fitting-scale one), the others as they are."""
         rows = {}
         se = self.se
+        lower, upper, method = self.theta_intervals()
         for i, (name, positive) in enumerate(zip(self.param_names, self.model.param_positive)):
             if positive:
                 label = name[4:] if name.startswith("log ") else f"exp({name})"
-                row = {k: float(v) for k, v in exp_interval(self.theta[i], se[i]).items()}
+                with np.errstate(over="ignore"):
+                    row = {
+                        "estimate": float(np.exp(self.theta[i])),
+                        "lower": float(np.exp(lower[i])),
+                        "upper": float(np.exp(upper[i])),
+                    }
             else:
-                label, t = name, self.theta[i]
-                row = {"estimate": t, "lower": t - Z95 * se[i], "upper": t + Z95 * se[i]}
-            rows[label] = row | {"se_theta": se[i]}
+                label = name
+                row = {"estimate": self.theta[i], "lower": lower[i], "upper": upper[i]}
+            rows[label] = row | {
+                "se_theta": se[i],
+                "interval": method[i],
+                "at_boundary": bool(self.boundary[i]),
+            }
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame.index.name = "parameter"
         return frame
@@ -131,9 +179,14 @@ class FitResult:
 
     def _body(self) -> list[str]:
         """The model's tables in the summary (natural-scale parameters by default)."""
-        lines = [f"Parameters with 95% intervals ({self.information} information):"]
+        kind = (
+            "profile likelihood"
+            if self.profile is not None and len(self.profile) == len(self.theta)
+            else f"{self.information} information"
+        )
+        lines = [f"Parameters with {100 * self.level:g}% intervals ({kind}):"]
         for name, row in self.natural().iterrows():
-            lines.append(f"  {name:>24}  {row.estimate:12.6g}  ({row.lower:.6g}, {row.upper:.6g})")
+            lines.append(format_estimate(name, row))
         return lines
 
     def summary(self) -> str:
@@ -170,6 +223,7 @@ class FitResult:
             "seconds": self.seconds,
             "warnings": list(self.warnings),
             "parameters": records(self.parameters()),
+            "level": self.level,
         }
         for name, frame in self._tables().items():
             result[name] = records(frame)
