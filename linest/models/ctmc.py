@@ -669,7 +669,7 @@ class CTMC(AbstractLinearModel):
             if unknown:
                 raise DataError(
                     f"{source}: data.{sorted(unknown)[0]} does not apply to a count matrix "
-                    "(kind = \"matrix\" takes lag only)"
+                    '(kind = "matrix" takes lag only)'
                 )
             return read_count_matrix(source, lag=float(columns.get("lag", 1.0)))
         if "from" in columns:
