@@ -13,6 +13,14 @@ Measured in one run, side by side with the named peer:
 3. whole-process time: ``linest fit models/cav.toml`` with an empty compilation cache
    (cold, a fresh LINEST_CACHE_DIR per run) and again with the cache it filled (warm),
    against ``Rscript benchmarks/ctmc_msm.R cav-fit``; interleaved rounds, medians.
+5. rates at 0: the rating-migration table data/ratings.csv (ctmcd::tm_abs, 8 states, 49
+   rates, many empty cells): linest.fit (second call; first call's compile time shown) and
+   its log-likelihood, rates at 0 and KKT, against ctmcd's EM (its default stop, and run
+   to a 1e-12 relative change) and Gibbs sampler (--gibbs iterations) with Rscript
+   benchmarks/ctmcd_ratings.R; every log-likelihood recomputed here with scipy's expm.
+6. large: the 100-state birth-death chain (--large-subjects simulated subjects, panel
+   data) fitted with standard errors, first call (compiling included), with the
+   process's peak resident memory.
 4. scaling: simulated panel data from birth-death chains on 10, 30, 100 states (i -> i+1,
    i+1 -> i, last state absorbing; 2n - 3 rates) for --subjects subjects: cells, value +
    gradient time (default, Eigen(), Exact()), full fit time and iterations. msm on the
@@ -49,6 +57,7 @@ from gradient_cost import interleaved_medians  # same timing protocol as issue 2
 
 import linest
 from linest.simulate import simulate_panel
+from linest.spec import load_spec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -395,6 +404,126 @@ def msm_scaling(args) -> dict:
 # ------------------------------------------------------------------------- report
 
 
+# ------------------------------------------------------------------------- rates at 0
+
+
+def _count_loglik(Q, counts, lag=1.0) -> float:
+    P = scipy.linalg.expm(np.asarray(Q) * lag)
+    seen = counts > 0
+    return float(np.sum(counts[seen] * np.log(np.maximum(P[seen], 1e-300))))
+
+
+def part_ratings(args) -> dict:
+    path = ROOT / "data" / "ratings.csv"
+    spec = load_spec(ROOT / "models" / "ratings.toml")
+    model, chains = spec.model, spec.read_data()
+    table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(1, 9))
+    log("ratings: linest fit (first call compiles)")
+    _first, first_seconds = timed(lambda: fit_quietly(model, chains))
+    result, seconds = timed(lambda: fit_quietly(model, chains))
+    row = {
+        "linest_first_seconds": first_seconds,
+        "linest_seconds": seconds,
+        "linest_loglik": result.loglik,
+        "linest_recomputed": _count_loglik(result.qmatrix().to_numpy(), table),
+        "at_boundary": int(result.boundary.sum()),
+        "converged": bool(result.converged),
+        "iterations": result.iterations,
+    }
+    if shutil.which("Rscript") is None:
+        row["ctmcd"] = "Rscript not found"
+        return row
+    log("ratings: ctmcd EM and Gibbs sampler (Rscript)")
+    out = subprocess.run(
+        ["Rscript", str(HERE / "ctmcd_ratings.R"), str(path), str(args.gibbs)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        row["ctmcd"] = f"failed: {out.stderr[-500:]}"
+        return row
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    n = len(r["states"])
+    for key in ("em", "em_tight", "gibbs_mean"):
+        Q = np.asarray(r[key]).reshape(n, n)
+        row[f"{key}_loglik"] = _count_loglik(Q, table)
+        row[f"{key}_near_zero"] = int(np.sum((np.abs(Q) < 1e-6) & ~np.eye(n, dtype=bool)))
+    row |= {k: r[k] for k in ("em_seconds", "em_tight_seconds", "gibbs_seconds")}
+    row["gibbs_iterations"] = r["gibbs_iterations"]
+    return row
+
+
+def part_large(args) -> dict:
+    import resource
+
+    n = args.large_states
+    log(f"large: {n} states, {args.large_subjects} subjects: simulate")
+    model, theta, frame = simulate(n, args.large_subjects)
+    chains = linest.read_chains(frame)
+    frame = None
+    stats = model.statistics(chains)
+    chains = None
+    log(f"large: {n} states: fit with standard errors (first call, compiling included)")
+    result, seconds = timed(lambda: fit_quietly(model, stats))
+    se = result.se
+    return {
+        "states": n,
+        "params": model.num_params,
+        "subjects": stats.num_subjects,
+        "cells": stats.num_cells,
+        "seconds": seconds,
+        "iterations": result.iterations,
+        "evaluations": result.evaluations,
+        "converged": bool(result.converged),
+        "finite_se": int(np.sum(np.isfinite(se))),
+        "max_abs_z_vs_truth": float(np.nanmax(np.abs(result.theta - theta) / se)),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "warnings": result.warnings,
+    }
+
+
+def report_new(ratings, large) -> list[str]:
+    out = []
+    p = out.append
+    if ratings:
+        p("\n## 5. Rates at 0: the rating-migration table (data/ratings.csv, 49 rates)\n")
+        p("| method | seconds | log-likelihood (scipy) | rates ~0 |")
+        p("|---|---|---|---|")
+        p(
+            f"| linest.fit (second call; first {ratings['linest_first_seconds']:.1f} s) | "
+            f"{ratings['linest_seconds']:.2f} | {ratings['linest_recomputed']:.6f} | "
+            f"{ratings['at_boundary']} at 0 (KKT checked; converged {ratings['converged']}) |"
+        )
+        if "em_seconds" in ratings:
+            p(
+                f"| ctmcd EM, default stop (1e-6) | {ratings['em_seconds']:.2f} | "
+                f"{ratings['em_loglik']:.6f} | {ratings['em_near_zero']} below 1e-6 |"
+            )
+            p(
+                f"| ctmcd EM to 1e-12 | {ratings['em_tight_seconds']:.2f} | "
+                f"{ratings['em_tight_loglik']:.6f} | {ratings['em_tight_near_zero']} below 1e-6 |"
+            )
+            p(
+                f"| ctmcd Gibbs sampler ({ratings['gibbs_iterations']} iterations; posterior "
+                f"mean) | {ratings['gibbs_seconds']:.2f} | {ratings['gibbs_mean_loglik']:.6f} | "
+                f"{ratings['gibbs_mean_near_zero']} |"
+            )
+        else:
+            p(f"| ctmcd | {ratings.get('ctmcd')} | | |")
+    if large:
+        p(
+            f"\n## 6. {large['states']} states, {large['subjects']} subjects ({large['cells']} "
+            "cells): fit with standard errors, first call\n"
+        )
+        p(
+            f"{large['seconds']:.0f} s, {large['iterations']} iterations ({large['evaluations']} "
+            f"evaluations), converged {large['converged']}, {large['finite_se']} of "
+            f"{large['params']} standard errors finite, max |estimate - truth| / se "
+            f"{large['max_abs_z_vs_truth']:.2f}; peak resident memory "
+            f"{large['peak_rss_gib']:.1f} GiB"
+        )
+    return out
+
+
 def report(facts, cav, process, scaling, msm_scale, args) -> str:
     out = []
     p = out.append
@@ -565,7 +694,13 @@ def main(argv=None):
     )  # fmt: skip
     parser.add_argument("--msm-subjects", type=int, default=10_000, help="0: skip msm scaling")
     parser.add_argument("--msm-timeout", type=float, default=300)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["cav", "process", "scaling"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[],
+        choices=["cav", "process", "scaling", "ratings", "large"],
+    )  # fmt: skip
+    parser.add_argument("--gibbs", type=int, default=1000, help="ctmcd Gibbs iterations")
+    parser.add_argument("--large-states", type=int, default=100)
+    parser.add_argument("--large-subjects", type=int, default=100_000)
     parser.add_argument("--json", help="also write the raw measurements here")
     parser.add_argument("--quick", action="store_true", help="small settings (smoke test)")
     args = parser.parse_args(argv)
@@ -573,6 +708,7 @@ def main(argv=None):
         args.repeats, args.msm_evals, args.fits, args.process_runs = 20, 20, 2, 1
         args.sizes, args.subjects, args.repeats_scaling = [10], 5000, 3
         args.scaling_fits, args.msm_subjects = 1, 300
+        args.gibbs, args.large_states, args.large_subjects = 100, 10, 2000
 
     start = time.perf_counter()
     facts = machine_facts()
@@ -587,12 +723,16 @@ def main(argv=None):
             gc.collect()
         if args.msm_subjects:
             msm_scale = msm_scaling(args)
+    ratings = part_ratings(args) if "ratings" not in args.skip else None
+    large = part_large(args) if "large" not in args.skip else None
     text = report(facts, cav, process, scaling, msm_scale, args)
+    text += "\n".join(report_new(ratings, large))
     print(text)
     print(f"\n(benchmark wall time {time.perf_counter() - start:.0f} s)")
     if args.json:
         payload = {"facts": facts, "args": vars(args), "cav": cav, "process": process,
-                   "scaling": scaling, "msm_scaling": msm_scale}  # fmt: skip
+                   "scaling": scaling, "msm_scaling": msm_scale, "ratings": ratings,
+                   "large": large}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 

@@ -246,9 +246,18 @@ def fit(
         return float(loglik), exact_grad, covariance, condition, problems, gain, ok
 
     loglik, exact_grad, covariance, condition, problems, gain, converged = assess(theta, result.jac)
-    if not converged:
+    mask = np.asarray(model.boundary_mask(), bool)
+
+    def drifting(theta):
+        """Boundary parameters 10^6 below the largest: heading for 0."""
+        if not mask.any():
+            return np.zeros(theta.shape, bool)
+        return mask & (theta < np.max(theta[mask]) - math.log(1e6))
+
+    if not converged and not drifting(theta).any():
         # Quasi-Newton methods stall near the optimum when curvature is uneven; finish
         # with scipy's trust-region Newton method on the exact Hessian (same gradient).
+        # (Not when rates drift to 0: the fit continues over rates >= 0 below.)
         def hessian_of_minus_loglik(t):
             H = derivatives(t)[2]
             return -np.asarray(H)
@@ -270,11 +279,9 @@ def fit(
                 theta, polish.jac
             )
     at_boundary = np.zeros(theta.shape, bool)
-    mask = np.asarray(model.boundary_mask(), bool)
     boundary_note = None
     if mask.any():
-        rates = theta[mask]
-        suspect = mask & (theta < np.max(rates) - math.log(1e6))
+        suspect = drifting(theta)
         weak = not np.isfinite(condition) or condition > 1e8  # a rate may be drifting to 0
         if suspect.any() or weak or not converged:
             from linest.gradients import Exact

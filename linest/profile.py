@@ -186,6 +186,13 @@ class Profiler:
         self.objective = _Objective(model, statistics, methods, self.scale)
         self.se = np.full(self.theta.shape, np.nan) if se is None else np.asarray(se, float)
 
+    def _slope(self, index: int) -> float:
+        """d loglik / d (natural parameter) at the estimate."""
+        if not hasattr(self, "_gradient"):
+            _, grad = self.objective(self.values / self.scale)
+            self._gradient = -np.asarray(grad) / self.scale
+        return float(self._gradient[index])
+
     def _bounds(self, index, value):
         out = []
         for j, m in enumerate(self.mask):
@@ -222,7 +229,12 @@ class Profiler:
         if at_zero:
             drop = scipy.stats.chi2.ppf(2 * level - 1, 1) / 2
             target = self.loglik - drop
+            # First guess from the slope at 0 (the profile is close to linear there, with
+            # slope d loglik/dq <= 0): where that line has fallen by ``drop``.
+            slope = self._slope(index)
             step = self.scale[index]
+            if slope < 0:
+                step = float(np.clip(drop / -slope, 1e-3 * step, 1e3 * step))
             inner, start = 0.0, self.values
             for _ in range(60):
                 value, values = self.maximum(index, step, start)
