@@ -38,6 +38,11 @@ def _value_and_grad(model, gradient, theta, statistics):
     return jax.value_and_grad(lambda t: -model.loglik(t, statistics, gradient))(theta)
 
 
+#: A parameter with a standard error above this (on its fitting scale) is weakly
+#: identified: ``fit`` gives it a profile interval (at most WEAK_PROFILES of them).
+WEAK_SE = 2.0
+WEAK_PROFILES = 10
+
 #: Memory the Hessian may use at once, in bytes; directions beyond it run in sequence.
 HESSIAN_MEMORY = 2**30
 
@@ -167,6 +172,8 @@ def fit(
     FitResult, or the model's subclass of it (``model.result_class``)
     """
     model.check_gradient(gradient, "fit")
+    if intervals not in ("wald", "profile"):
+        raise ValueError(f"fit: intervals={intervals!r}; expected 'wald' or 'profile'")
     drive_methods, information_methods = model.fit_methods(gradient, information_gradient)
     own_information = getattr(model, "information", None)
 
@@ -174,9 +181,21 @@ def fit(
         theta = jnp.asarray(theta)
         if own_information is not None:
             return _information(model, theta, statistics)
-        return _first_finite(
-            information_methods, lambda m: _loglik_derivatives(model, m, theta, statistics)
-        )
+        # A method whose value and gradient are not finite here (Eigen() refusing
+        # ill-conditioned eigenvectors) would give a non-finite Hessian too: skip it before
+        # paying for p Hessian columns (at 100 states that pass cost as much as the fit).
+        methods = information_methods
+        if len(methods) > 1:
+            finite = [
+                m
+                for m in methods
+                if all(
+                    np.all(np.isfinite(np.asarray(x)))
+                    for x in _value_and_grad(model, m, theta, statistics)
+                )
+            ]
+            methods = tuple(finite) or methods
+        return _first_finite(methods, lambda m: _loglik_derivatives(model, m, theta, statistics))
 
     reported = model.statistics(data)
     statistics = for_compute(reported)
@@ -343,22 +362,30 @@ def fit(
         )
     for note in notes:
         warnings.warn(note, FitWarning, stacklevel=2)
-    if intervals not in ("wald", "profile"):
-        raise ValueError(f"fit: intervals={intervals!r}; expected 'wald' or 'profile'")
     profile = None
-    if intervals == "profile" or at_boundary.any():
+    se = np.sqrt(np.diag(covariance))
+    # Wald intervals mean little for a weakly identified parameter (se > 2 on its fitting
+    # scale: a factor of 2500 between the ends of a log-rate's interval): those get
+    # profile intervals too, up to WEAK_PROFILES of them.
+    weak = ~at_boundary & ~(se <= WEAK_SE)
+    if intervals == "profile":
+        which = np.arange(theta.size)
+    else:
+        which = np.flatnonzero(at_boundary)
+        if 0 < weak.sum() <= WEAK_PROFILES and converged:
+            which = np.union1d(which, np.flatnonzero(weak))
+        elif weak.sum() > WEAK_PROFILES:
+            notes.append(
+                f"{int(weak.sum())} parameters have se > {WEAK_SE} (weakly identified): their "
+                "Wald intervals mean little; intervals='profile' (--intervals profile) gives "
+                "likelihood-ratio ones"
+            )
+            warnings.warn(notes[-1], FitWarning, stacklevel=2)
+    if which.size:
         from linest.gradients import Exact
         from linest.profile import Profiler
 
-        profiler = Profiler(
-            model,
-            statistics,
-            theta,
-            loglik,
-            (*drive_methods, Exact()),
-            np.sqrt(np.diag(covariance)),
-        )
-        which = range(theta.size) if intervals == "profile" else np.flatnonzero(at_boundary)
+        profiler = Profiler(model, statistics, theta, loglik, (*drive_methods, Exact()), se)
         profile = profiler.table(which, level)
     return model.result_class(
         model=model,

@@ -294,3 +294,35 @@ def test_sampler_diagnostics_flag_chains_stuck_at_the_boundary():
     stuck = [n for n in notes if "stuck at the boundary" in n]
     assert len(stuck) == 1 and "log q(c) (chain 1)" in stuck[0]
     assert not [n for n in diagnose(tree, None, np.array([True, True, False])) if "stuck" in n]
+
+
+def test_compartmental_flow_at_zero_equals_the_model_without_it():
+    """A LinearODE whose peripheral compartment truly has no outflow: where the fit puts
+    that flow at 0, its maximum equals the maximum of the model without the flow."""
+    from linest.models.linear_ode import Dose, LinearODE, Series
+
+    flows = [("k12", "c", "p"), ("k21", "p", "c"), ("ke", "c", "out")]
+    full = LinearODE(["c", "p"], flows=[*flows, ("kp", "p", "out")], dose="c", noise="proportional")
+    reduced = LinearODE(["c", "p"], flows=flows, dose="c", noise="proportional")
+    times = np.array([0.25, 0.5, 1, 2, 3, 4, 6, 8, 12, 16, 24, 36, 48])
+    design = Series.from_arrays(
+        np.tile(times, 4),
+        np.zeros((52, 2)),
+        np.repeat(["1", "2", "3", "4"], 13),
+        doses=[Dose(0.0, 100.0, subject=s) for s in "1234"],
+    )
+    truth = reduced.theta(k12=0.3, k21=0.1, ke=0.15, sigma=0.05)
+    hits = 0
+    for seed in range(4):
+        data = reduced.simulate(seed, truth, design)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = linest.fit(full, data)
+            without = linest.fit(reduced, data)
+        assert result.converged
+        assert result.loglik >= without.loglik - 1e-6  # one more parameter never hurts
+        if result.boundary[full.param_names.index("log kp")]:
+            hits += 1
+            assert abs(result.loglik - without.loglik) < 1e-6
+            assert "0 (at the boundary)" in result.summary()
+    assert hits >= 1  # with kp = 0 true, about half the data sets put it there

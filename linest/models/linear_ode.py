@@ -551,7 +551,10 @@ class LinearODE(AbstractLinearModel):
         return tuple(kind != "real" for _, kind in self._named())
 
     def natural(self, theta) -> dict[str, jax.Array]:
-        """Natural values by name (positive parameters exponentiated)."""
+        """Natural values by name (positive parameters exponentiated); a dict of them
+        passes through (the model's functions take either)."""
+        if isinstance(theta, dict):
+            return theta
         theta = jnp.asarray(theta)
         return {
             name: theta[..., i] if kind == "real" else jnp.exp(theta[..., i])
@@ -593,7 +596,7 @@ class LinearODE(AbstractLinearModel):
             return A
         if self.structure is not None:
             return self.structure.matrix(jnp.stack([p[n] for n in self.structure.names]))
-        A = jnp.zeros((d, d), jnp.asarray(theta).dtype)
+        A = jnp.zeros((d, d), jnp.asarray(p[self.flows[0][0]]).dtype)
         for rate, i, j in self.flows:
             k = p[rate]
             A = A.at[i, i].add(-k)
@@ -623,7 +626,7 @@ class LinearODE(AbstractLinearModel):
         """x at every observation time, ``(n, d)``."""
         st = statistics
         method = self._method(gradient)
-        theta = jnp.asarray(theta)
+        theta = self.natural(theta)
         A = self.system_matrix(theta)
         d = A.shape[-1]
         x = jnp.zeros((st.time.shape[0], d), A.dtype)
@@ -684,13 +687,29 @@ class LinearODE(AbstractLinearModel):
 
     def pointwise_loglik(self, theta, statistics, gradient=None):
         """Log-likelihood per subject (the independent units)."""
-        per_row = jnp.sum(self._terms(jnp.asarray(theta), statistics, gradient), axis=-1)
+        per_row = jnp.sum(self._terms(self.natural(theta), statistics, gradient), axis=-1)
         return jax.ops.segment_sum(
             per_row, statistics.subject, num_segments=statistics.num_subjects
         )
 
     def loglik(self, theta, statistics, gradient=None) -> jax.Array:
-        return jnp.sum(self._terms(jnp.asarray(theta), statistics, gradient))
+        return jnp.sum(self._terms(self.natural(theta), statistics, gradient))
+
+    def boundary_mask(self) -> tuple[bool, ...]:
+        """The compartmental flow rates may be 0 (a flow that does not happen)."""
+        rates = set(self._rates())
+        return tuple(name in rates for name, _ in self._named())
+
+    def loglik_natural(self, values, statistics, gradient=None) -> jax.Array:
+        """The log-likelihood with the flow rates themselves (>= 0) and the other
+        parameters as in theta."""
+        values = jnp.asarray(values)
+        mask = self.boundary_mask()
+        p = {
+            name: values[..., i] if kind == "real" or mask[i] else jnp.exp(values[..., i])
+            for i, (name, kind) in enumerate(self._named())
+        }
+        return jnp.sum(self._terms(p, statistics, gradient))
 
     def observation_labels(self, statistics):
         labels = list(statistics.subjects) or list(range(statistics.num_subjects))
