@@ -184,17 +184,14 @@ def fit(
         # A method whose value and gradient are not finite here (Eigen() refusing
         # ill-conditioned eigenvectors) would give a non-finite Hessian too: skip it before
         # paying for p Hessian columns (at 100 states that pass cost as much as the fit).
-        methods = information_methods
-        if len(methods) > 1:
-            finite = [
-                m
-                for m in methods
-                if all(
-                    np.all(np.isfinite(np.asarray(x)))
-                    for x in _value_and_grad(model, m, theta, statistics)
-                )
-            ]
-            methods = tuple(finite) or methods
+        methods = tuple(information_methods)
+        for k, m in enumerate(methods[:-1]):  # the first whose value + gradient is finite
+            out = _value_and_grad(model, m, theta, statistics)
+            if all(np.all(np.isfinite(np.asarray(x))) for x in out):
+                methods = methods[k:]
+                break
+        else:
+            methods = methods[-1:]
         return _first_finite(methods, lambda m: _loglik_derivatives(model, m, theta, statistics))
 
     reported = model.statistics(data)
