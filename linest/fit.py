@@ -38,8 +38,8 @@ def _value_and_grad(model, gradient, theta, statistics):
     return jax.value_and_grad(lambda t: -model.loglik(t, statistics, gradient))(theta)
 
 
-#: A parameter with a standard error above this (on its fitting scale) is weakly
-#: identified: ``fit`` gives it a profile interval (at most WEAK_PROFILES of them).
+#: A rate with a standard error above this on the log scale is weakly identified: ``fit``
+#: checks the boundary and gives it a profile interval (at most WEAK_PROFILES of them).
 WEAK_SE = 2.0
 WEAK_PROFILES = 10
 
@@ -160,7 +160,7 @@ def fit(
     level : coverage of the intervals (0.95).
 
     Rates whose maximum lies at 0 (models with boundary parameters, e.g. a CTMC): when a
-    log-rate drifts far below the others, or the log-scale fit does not converge, the fit
+    log-rate drifts far below the others or is weakly identified (se > 2), the fit
     continues over rates >= 0 (L-BFGS-B with the bound, on the natural scale) and checks
     the Karush-Kuhn-Tucker conditions there: ``d loglik / dq <= 0`` for a rate at 0, the
     Newton decrement over the other parameters. "Converged" means both hold. Rates at 0
@@ -298,8 +298,12 @@ def fit(
     boundary_note = None
     if mask.any():
         suspect = drifting(theta)
-        weak = not np.isfinite(condition) or condition > 1e8  # a rate may be drifting to 0
-        if suspect.any() or weak or not converged:
+        # A weakly identified rate (se > WEAK_SE, or no se) may be drifting to 0, unless
+        # another parameter is weak too (an unbounded covariate effect makes the rate it
+        # acts on weak as well: not a boundary matter).
+        loose = ~(np.sqrt(np.diag(covariance)) <= WEAK_SE)
+        weak = mask & loose
+        if suspect.any() or (weak.any() and not (loose & ~mask).any()):
             from linest.gradients import Exact
             from linest.profile import optimise_on_boundary, to_theta
 
@@ -361,15 +365,16 @@ def fit(
         warnings.warn(note, FitWarning, stacklevel=2)
     profile = None
     se = np.sqrt(np.diag(covariance))
-    # Wald intervals mean little for a weakly identified parameter (se > 2 on its fitting
-    # scale: a factor of 2500 between the ends of a log-rate's interval): those get
-    # profile intervals too, up to WEAK_PROFILES of them.
-    weak = ~at_boundary & ~(se <= WEAK_SE)
+    # Wald intervals mean little for a weakly identified rate (se > 2 on the log scale: a
+    # factor of 2500 between the ends of its interval): those get profile intervals too,
+    # up to WEAK_PROFILES of them. (Other parameters keep Wald unless intervals="profile":
+    # an unbounded covariate effect would only send the search to its limits.)
+    weak = mask & ~at_boundary & ~(se <= WEAK_SE)
     if intervals == "profile":
         which = np.arange(theta.size)
     else:
         which = np.flatnonzero(at_boundary)
-        if 0 < weak.sum() <= WEAK_PROFILES and converged:
+        if 0 < weak.sum() <= WEAK_PROFILES and converged and condition <= 1e8:
             which = np.union1d(which, np.flatnonzero(weak))
         elif weak.sum() > WEAK_PROFILES:
             notes.append(

@@ -187,6 +187,7 @@ def test_midpoint_within_second_order_bound_and_beats_left(rng, t):
     assert error_mid < error_left / 5  # gradients.md: ~100x at t=0.1, ~10x at t=1
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_gauss_converges_exponentially(rng):
     A, E = rng.standard_normal((D, D)), rng.standard_normal((D, D))
     M = 0.7 * A

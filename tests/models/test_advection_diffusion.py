@@ -138,7 +138,12 @@ def _grad(model, stats, theta, method):
 
 
 @pytest.mark.parametrize(
-    "velocity", ["constant", pytest.param("grid", marks=pytest.mark.slow), "stream"]
+    "velocity",
+    [
+        "constant",
+        pytest.param("grid", marks=pytest.mark.slow),
+        pytest.param("stream", marks=pytest.mark.slow),
+    ],
 )
 def test_exact_gradients_equal_central_differences(velocity, rng):
     kw = {} if velocity == "constant" else {"coarse": 3}
@@ -587,6 +592,7 @@ def test_fourier_propagate_through_the_engine(rng):
         linest.propagate(jnp.eye(3), jnp.ones(3), jnp.array([1.0]), linest.Fourier())
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_one_dimensional_grid_velocity_fit_and_views(tmp_path):
     """1D: velocity on 4 nodes, kappa and sigma recovered (|z| < 4); the views and the plot."""
     model = linest.AdvectionDiffusion(64, velocity="grid", coarse=4)

@@ -236,6 +236,7 @@ def test_fit_with_estimated_hopping_and_partial_detector():
     assert result.potential_table().loc["0", "se"] == 0
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_nuts_posterior_covers_the_truth():
     model, truth, data = _problem(21)
     prior = {"potential": {"normal": [0.0, 3.0]}}
