@@ -143,6 +143,7 @@ def birth_death(rates, n=200):
     return sparse.BCOO((data, jnp.stack([rows, cols], axis=1)), shape=(n, n))
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_propagate_adjoint_matches_dense_expm_on_sparse_birth_death():
     n = 200
     ts = jnp.array([0.0, 0.5, 2.0, 5.0])
@@ -176,6 +177,7 @@ def test_propagate_adjoint_matches_dense_expm_on_sparse_birth_death():
         assert abs(grad[j] - fd) < 1e-6 * max(1.0, abs(fd))
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_propagate_adjoint_with_callable_and_backsolve(rng):
     A = jnp.asarray(random_generator(rng, 8).T)
     x0 = jnp.asarray(rng.random(8))

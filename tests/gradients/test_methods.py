@@ -202,7 +202,7 @@ def test_gauss_converges_exponentially(rng):
     assert errors[-1] < 1e-9
 
 
-@pytest.mark.parametrize("t", [1.0, 5.0, 20.0])
+@pytest.mark.parametrize("t", [pytest.param(1.0, marks=pytest.mark.slow), 5.0, 20.0])
 def test_scaled_gauss_error_is_fourth_order_in_max_norm_whatever_the_step(rng, t):
     # Quadrature on B = tQ / 2^j with ||B||_1 <= c, then exact squarings: the relative
     # error follows c^4 (two Gauss nodes) and does not grow with ||tQ||_1 (17 to 340 here),
@@ -251,6 +251,7 @@ def test_surrogate_reverse_mode_is_adjoint_of_forward_mode(rng):
         )
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_hessian_forward_over_reverse_matches_finite_differences(rng):
     M, G = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
     loss = lambda M: jnp.sum(G * linest.expm(M))  # noqa: E731

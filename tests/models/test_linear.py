@@ -426,7 +426,7 @@ def test_shipped_specs_fit_and_sample(tmp_path, capsys, name):
     assert post.exists()
 
 
-@pytest.mark.parametrize("name", ["compartment", "ssm"])
+@pytest.mark.parametrize("name", [pytest.param("compartment", marks=pytest.mark.slow), "ssm"])
 def test_shipped_specs_fit_within_intervals_of_the_truth(tmp_path, capsys, name):
     out, png = tmp_path / "fit.json", tmp_path / "fit.png"
     spec = str(ROOT / "models" / f"{name}.toml")

@@ -156,6 +156,7 @@ def test_infusion_gradients_equal_finite_differences_for_every_method(methods):
         assert np.max(np.abs(g - fd)) < 1e-5 * np.max(np.abs(fd)), method
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_estimated_initial_state_under_jit_agrees_across_methods():
     """x0 estimated with several subjects whose times interleave: Adjoint gets them sorted."""
     model = LinearODE(

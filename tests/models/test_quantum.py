@@ -90,7 +90,7 @@ def _central_differences(f, theta, h=1e-6):
 
 @pytest.mark.parametrize(
     "hopping",
-    [pytest.param(1.0, marks=pytest.mark.slow), None],
+    [pytest.param(1.0, marks=pytest.mark.slow), pytest.param(None, marks=pytest.mark.slow)],
     ids=["known-hopping", "estimated-hopping"],
 )
 def test_exact_gradients_equal_central_differences(hopping):
