@@ -160,6 +160,7 @@ def _check_kkt(model, result, chains):
 # ----------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_reversible_five_state_chain_with_zero_rates_reaches_the_boundary():
     """A reversible 5-state chain (q_ij = s_ij pi_j with s symmetric) with 4 of its 10
     pairs at 0, observed as count tables at lags 0.5 and 2, every transition allowed."""

@@ -78,6 +78,7 @@ SHORT_RUN = pytest.mark.filterwarnings("ignore::linest.sample.SamplingWarning")
 
 
 @SHORT_RUN
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_sharded_chains_equal_vmapped_chains(paths):
     _, chains = paths
     devices = jax.devices()
@@ -128,6 +129,7 @@ def _cli(*args):
     return [sys.executable, "-m", "linest.cli", *map(str, args)], env
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_resume_after_sigkill_loses_and_duplicates_nothing(paths, tmp_path):
     frame, _ = paths
     spec = _spec(tmp_path, frame)

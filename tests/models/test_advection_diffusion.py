@@ -271,6 +271,7 @@ def test_fit_constant_velocity_recovers_truth_with_coverage():
     assert np.abs(z).max() < 4.5, np.abs(z).max()
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_fit_grid_velocity_recovers_the_field_within_intervals(rng):
     """32 x 32 grid, velocity on 4 x 4 nodes (32 values), kappa and sigma: |z| < 4 for all."""
     model = linest.AdvectionDiffusion((32, 32), velocity="grid", coarse=4)

@@ -305,6 +305,7 @@ def test_structures_build_the_matrices_they_name():
                 assert Structure("diagonal_plus_low_rank", d, rank=r).num_params <= d * d
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_structured_linear_ode_recovers_a_banded_matrix():
     """A tridiagonal 3-state A observed in full from two starting states."""
     model = LinearODE(["x", "y", "z"], structure="banded", initial=[1.0, 0.0, 0.5])
