@@ -34,6 +34,17 @@ class DataWarning(UserWarning):
     """Data that is usable but partly ignored (e.g. a subject seen once)."""
 
 
+def csv_time(where: str, column: str, text) -> float:
+    """A time cell of a CSV row: a finite number >= 0, else a DataError naming the place."""
+    try:
+        t = float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {column} = {text!r} is not a number") from None
+    if not np.isfinite(t) or t < 0:
+        raise DataError(f"{where}: {column} = {text!r} must be finite and >= 0")
+    return t
+
+
 def csv_rows(source, required: Sequence[str], what: str = "", hint: str = ""):
     """The rows of a CSV file as ``(line, where, row)``: the line number (the header is
     line 1), ``where`` naming the file and line for error messages, the row as a dict. A missing file or a missing required

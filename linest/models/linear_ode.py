@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from linest.data import DataError, csv_rows
+from linest.data import DataError, csv_rows, csv_time
 from linest.engine import propagate
 from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -205,12 +205,7 @@ def read_series(
     last: dict[str, float] = {}
     for number, where, row in csv_rows(path, wanted):
         label = row[subject].strip() if subject else "1"
-        try:
-            t = float(row[time])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
-        if not math.isfinite(t) or t < 0:
-            raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
+        t = csv_time(where, time, row[time])
         if label in last and t <= last[label]:
             raise DataError(
                 f"{where}: {time} = {t:g} does not increase (subject {label} was at "

@@ -58,7 +58,7 @@ from jax import lax
 from jax.scipy.special import gammaln
 
 from linest._io import atomic_write
-from linest.data import DataError, csv_rows
+from linest.data import DataError, csv_rows, csv_time
 from linest.engine import expm, propagate
 from linest.gradients import Adjoint, Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -142,12 +142,7 @@ def read_counts(source, time: str = "time", site: str = "site", count: str = "co
     times, sites, counts, lines = [], [], [], []
     seen: dict[tuple[float, int], int] = {}
     for number, where, row in csv_rows(path, (time, site, count), hint=hint):
-        try:
-            t = float(row[time])
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: {time} = {row[time]!r} is not a number") from None
-        if not math.isfinite(t) or t < 0:
-            raise DataError(f"{where}: {time} = {row[time]!r} must be finite and >= 0")
+        t = csv_time(where, time, row[time])
         if times and t < times[-1]:
             raise DataError(
                 f"{where}: {time} = {t:g} comes after {times[-1]:g}: rows must be in "
