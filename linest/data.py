@@ -16,6 +16,7 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,11 +48,10 @@ def csv_time(where: str, column: str, text) -> float:
 
 def csv_rows(source, required: Sequence[str], what: str = "", hint: str = ""):
     """The rows of a CSV file as ``(line, where, row)``: the line number (the header is
-    line 1), ``where`` naming the file and line for error messages, the row as a dict. A missing file or a missing required
-    column is a :class:`DataError` (``what`` names the table, ``hint`` says how to fix it).
+    line 1), ``where`` naming the file and line for error messages, the row as a dict.
+    A missing file or a missing required column is a :class:`DataError` (``what`` names
+    the table, ``hint`` says how to fix it).
     """
-    from pathlib import Path
-
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path}: no such file{f' ({what})' if what else ''}")

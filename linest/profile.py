@@ -25,6 +25,8 @@ import pandas as pd
 import scipy.optimize
 import scipy.stats
 
+from linest.fit import _first_finite, _value_and_grad
+
 __all__ = ["BoundaryFit", "Profiler", "optimise_on_boundary"]
 
 
@@ -32,20 +34,6 @@ __all__ = ["BoundaryFit", "Profiler", "optimise_on_boundary"]
 def _natural_value_and_grad(model, gradient, values, statistics):
     """-loglik and its gradient with the boundary parameters on their natural scale."""
     return jax.value_and_grad(lambda v: -model.loglik_natural(v, statistics, gradient))(values)
-
-
-@eqx.filter_jit
-def _theta_value_and_grad(model, gradient, theta, statistics):
-    return jax.value_and_grad(lambda t: -model.loglik(t, statistics, gradient))(theta)
-
-
-def _finite(methods, call):
-    """``call(method)`` for the first method whose outputs are all finite (else the last)."""
-    for method in methods:
-        out = call(method)
-        if all(np.all(np.isfinite(np.asarray(x))) for x in out):
-            break
-    return out
 
 
 def to_natural(model, theta) -> np.ndarray:
@@ -80,8 +68,10 @@ class _Objective:
     def __call__(self, u):
         self.calls += 1
         v = jnp.asarray(np.asarray(u, float) * self.scale)
-        kernel = _natural_value_and_grad if self.natural else _theta_value_and_grad
-        value, grad = _finite(self.methods, lambda m: kernel(self.model, m, v, self.statistics))
+        kernel = _natural_value_and_grad if self.natural else _value_and_grad
+        value, grad = _first_finite(
+            self.methods, lambda m: kernel(self.model, m, v, self.statistics)
+        )
         value, grad = float(value), np.asarray(grad, float) * self.scale
         if not np.isfinite(value) or not np.all(np.isfinite(grad)):
             return np.inf, np.zeros_like(grad)
@@ -185,10 +175,11 @@ class Profiler:
         self.scale = _scale_for(model, self.values) if self.natural else np.ones_like(self.theta)
         self.objective = _Objective(model, statistics, methods, self.scale)
         self.se = np.full(self.theta.shape, np.nan) if se is None else np.asarray(se, float)
+        self._gradient = None  # d loglik / d values at the estimate, when first needed
 
     def _slope(self, index: int) -> float:
         """d loglik / d (natural parameter) at the estimate."""
-        if not hasattr(self, "_gradient"):
+        if self._gradient is None:
             _, grad = self.objective(self.values / self.scale)
             self._gradient = -np.asarray(grad) / self.scale
         return float(self._gradient[index])

@@ -626,7 +626,7 @@ class LinearSSMFit(FitResult):
     """A LinearSSM fit: the estimated A and its eigenvalues, the hidden states, a plot."""
 
     def system_matrix(self) -> np.ndarray:
-        return np.asarray(self.model.split(jnp.asarray(self.theta))[0])
+        return np.asarray(self.model.system_matrix(jnp.asarray(self.theta)))
 
     def eigenvalues(self) -> np.ndarray:
         """Eigenvalues of the estimated A (real parts < 0: stable)."""
