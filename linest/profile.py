@@ -263,11 +263,10 @@ class Profiler:
                 if width > 60:
                     break
             ends.append(end)
-        kind = (
-            "profile"
-            if all(np.isfinite(ends)) or (rate and ends[0] == -math.inf)
-            else ("profile: unbounded")
-        )
+        # A rate's lower end at 0 (-inf on the log scale) is a bound reached, not a
+        # failure; an infinite upper end always is.
+        lower_ok = np.isfinite(ends[0]) or (rate and ends[0] == -math.inf)
+        kind = "profile" if lower_ok and np.isfinite(ends[1]) else "profile: unbounded"
         return ends[0], ends[1], kind
 
     def table(self, indices=None, level: float = 0.95) -> pd.DataFrame:

@@ -226,6 +226,31 @@ def test_profile_upper_limit_is_where_the_likelihood_ratio_reaches_its_quantile(
     assert result.boundary.any()
 
 
+def test_profile_interval_whose_upper_end_is_never_reached_is_labelled_unbounded():
+    """A rate whose profile reaches 0 below and never falls above: the interval
+    (0, inf) is not a "profile" interval but an unbounded one."""
+    from linest.gradients import Exact
+    from linest.profile import Profiler
+
+    Q = np.array([[-0.3, 0.3], [0.5, -0.5]])
+    chains, states = _simulate_counts(Q, [1.0], [50, 50], seed=1)
+    model = linest.CTMC(states=states, transitions=["1-2", "2-1"])
+    result = linest.fit(model, chains)
+    st = for_compute(model.statistics(chains))
+
+    class Flat(Profiler):  # a likelihood flat in the rate: every value is as good
+        def maximum(self, index, value, start=None):
+            return self.loglik, self.values
+
+    flat = Flat(model, st, result.theta, result.loglik, (None, Exact()), result.se)
+    lower, upper, kind = flat.interval(0)
+    assert lower == -np.inf and upper == np.inf and kind == "profile: unbounded"
+    # The real profile of the same rate is bounded on both sides.
+    real = Profiler(model, st, result.theta, result.loglik, (None, Exact()), result.se)
+    lower, upper, kind = real.interval(0)
+    assert np.isfinite(lower) and np.isfinite(upper) and kind == "profile"
+
+
 @pytest.mark.slow
 def test_eight_state_rating_table_with_an_absorbing_state():
     """An 8-state migration table (last state absorbing, every move of the others
