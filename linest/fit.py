@@ -16,12 +16,12 @@ import math
 import time
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
+from linest._export import exported_jit
 from linest.models.base import for_compute
 from linest.models.result import FitResult
 
@@ -32,7 +32,7 @@ class FitWarning(UserWarning):
     """The optimiser did not converge, or the standard errors are not trustworthy."""
 
 
-@eqx.filter_jit
+@exported_jit
 def _value_and_grad(model, gradient, theta, statistics):
     """-loglik and its gradient; compiled once per (model, method, data shapes)."""
     return jax.value_and_grad(lambda t: -model.loglik(t, statistics, gradient))(theta)
@@ -64,14 +64,14 @@ def _hessian_batch(theta, statistics) -> int:
     return int(min(theta.shape[0], max(1, HESSIAN_MEMORY // per_direction)))
 
 
-@eqx.filter_jit
+@exported_jit
 def _information(model, theta, statistics):
     """loglik, its gradient and minus the model's information matrix (a Hessian stand-in)."""
     value, grad, information = model.information(theta, statistics)
     return value, grad, -information
 
 
-@eqx.filter_jit
+@exported_jit
 def _loglik_derivatives(model, gradient, theta, statistics):
     """loglik, its gradient and its Hessian (forward over reverse, columns in batches)."""
 

@@ -31,3 +31,9 @@ def _no_shared_compilation_cache(monkeypatch):
     segfaulted inside jax's compilation_cache (a multi-device sample program). A test
     that wants the cache sets LINEST_CACHE_DIR itself."""
     monkeypatch.setenv("LINEST_CACHE_DIR", "off")
+    yield
+    # The command line, run in-process, turns on the exported-program cache for the
+    # whole process: switch it off again so later tests trace as library users do.
+    from linest import _export
+
+    _export.set_directory(None)

@@ -57,6 +57,7 @@ import pandas as pd
 from jax import lax
 from jax.scipy.special import gammaln
 
+from linest._export import exported_jit
 from linest._io import atomic_write
 from linest.data import DataError, csv_rows, csv_time
 from linest.engine import expm, propagate
@@ -899,7 +900,7 @@ def _initial_state(initial, d: int, normalize: bool, caller: str) -> tuple[compl
     return tuple(complex(v) for v in x0)
 
 
-@eqx.filter_jit
+@exported_jit
 def _value_and_grad(model, theta, statistics):
     return jax.value_and_grad(lambda t: -model.loglik(t, statistics))(theta)
 

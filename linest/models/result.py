@@ -89,9 +89,10 @@ class FitResult:
         """(lower, upper, method) per parameter on the fitting scale: the profile
         interval where one was computed, else Wald (estimate -/+ z se). A rate at 0 has
         lower = -inf (its natural value 0)."""
-        import scipy.stats
+        # scipy.special, not scipy.stats: the latter's import costs 0.4 s of start-up.
+        from scipy.special import ndtri
 
-        z = float(scipy.stats.norm.ppf(0.5 + self.level / 2))
+        z = float(ndtri(0.5 + self.level / 2))
         se = self.se
         with np.errstate(invalid="ignore"):
             lower, upper = self.theta - z * se, self.theta + z * se
