@@ -63,7 +63,9 @@ def _fit(args) -> int:
     chains = spec.read_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)  # printed in the summary
-        result = linest.fit(spec.model, chains, gradient=gradient, intervals=args.intervals)
+        result = linest.fit(
+            spec.model, chains, gradient=gradient, intervals=args.intervals, hessian=args.hessian
+        )
     print(f"{spec.path}: {chains.source}")
     print(result.summary())
     if args.json:
@@ -203,6 +205,14 @@ def main(argv=None) -> int:
         default="wald",
         help="wald (default: estimate -/+ 1.96 se) or profile (likelihood ratio); a rate "
         "estimated at 0 always gets a one-sided profile interval",
+    )
+    fit.add_argument(
+        "--hessian",
+        choices=["auto", "exact", "differences"],
+        default="auto",
+        help="observed information: exact (forward over reverse), differences (central "
+        "differences of the exact gradient, 1e-10 relative, cheaper for many parameters) or "
+        "auto (exact up to 64 parameters)",
     )
     fit.add_argument(
         "--plot",

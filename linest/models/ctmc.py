@@ -919,6 +919,8 @@ class CTMCFit(FitResult):
                 lines.append(
                     f"  {cov} ({name:>7})  {row.hr:10.5g}  ({row.lower:.5g}, {row.upper:.5g})"
                 )
+        if self.information != "observed":
+            lines += ["", f"Information matrix: {self.information}."]
         return lines
 
     def _tables(self) -> dict[str, pd.DataFrame]:

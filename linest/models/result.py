@@ -62,7 +62,8 @@ class FitResult:
     iterations, evaluations : optimiser counts
     gradient_norm : max |d loglik / d theta| at the estimate, by an exact method
     information_condition : condition number of the information matrix
-    information : ``"observed"`` (-Hessian) or ``"expected"`` (Fisher), as the model gives it
+    information : ``"observed"`` (-Hessian), ``"observed (differences of the gradient)"``
+        (``fit(hessian=...)``) or ``"expected"`` (Fisher), as the model gives it
     """
 
     model: object

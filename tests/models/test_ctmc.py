@@ -185,6 +185,28 @@ def test_cell_buckets_bound_padding_and_shapes():
     assert len(set(sizes[100:])) < 40  # few shapes, so few compilations
 
 
+def test_difference_hessian_gives_the_exact_standard_errors(cav_model, cav_chains, cav_fit):
+    """Central differences of the exact gradient (fit's choice above
+    DIFFERENCE_HESSIAN_ABOVE parameters; forced here by lowering it below cav's 7):
+    the same standard errors as forward-over-reverse, to 1e-7."""
+    import sys
+
+    fit_module = sys.modules["linest.fit"]
+    assert cav_fit.information == "observed"
+    old = fit_module.DIFFERENCE_HESSIAN_ABOVE
+    fit_module.DIFFERENCE_HESSIAN_ABOVE = cav_model.num_params - 1
+    try:
+        result = linest.fit(cav_model, cav_chains)
+    finally:
+        fit_module.DIFFERENCE_HESSIAN_ABOVE = old
+    assert result.information == "observed (differences of the gradient)"
+    assert result.converged
+    np.testing.assert_allclose(result.theta, cav_fit.theta, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(result.se, cav_fit.se, rtol=1e-7)
+    with pytest.raises(ValueError, match="hessian='numeric'"):
+        linest.fit(cav_model, cav_chains, hessian="numeric")
+
+
 @pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_hessian_in_column_batches_equals_full_hessian(monkeypatch):
     """Batched Hessian columns (the memory guard for many states) equal jax.hessian."""
