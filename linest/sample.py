@@ -698,8 +698,26 @@ def summarize(tree) -> str:
         f"{float(stats['step_size'].mean()):.3g}, mean leapfrog steps "
         f"{float(stats['n_steps'].mean()):.1f}, max tree depth "
         f"{int(stats['tree_depth'].max())}",
-        f"prior: {tree.attrs.get('linest_prior', '')}",
+        f"prior: {_short_prior(tree.attrs.get('linest_prior', ''))}",
         "",
         table.to_string(),
     ]
     return "\n".join(lines)
+
+
+def _short_prior(text: str) -> str:
+    """'a ~ d; b ~ d; c ~ d; e ~ f' -> 'a ... c (3 parameters) ~ d; e ~ f' (groups of more
+    than three parameters with the same prior)."""
+    groups: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, _, distribution = item.partition(" ~ ")
+        groups.setdefault(distribution, []).append(name)
+    parts = []
+    for distribution, names in groups.items():
+        shown = (
+            ", ".join(names)
+            if len(names) <= 3
+            else f"{names[0]} ... {names[-1]} ({len(names)} parameters)"
+        )
+        parts.append(f"{shown} ~ {distribution}")
+    return "; ".join(parts)

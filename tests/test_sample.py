@@ -315,3 +315,13 @@ def test_surrogate_trajectories_on_cav():
     assert float(left["sample_stats"]["step_size"].mean()) < 0.1 * float(
         reference["sample_stats"]["step_size"].mean()
     )
+
+
+def test_summary_groups_a_prior_shared_by_many_parameters():
+    from linest.sample import _short_prior
+
+    text = "; ".join(f"q({i}-{i + 1}) ~ gamma(0.5, 1)" for i in range(1, 8)) + "; b ~ normal(0, 1)"
+    assert (
+        _short_prior(text) == "q(1-2) ... q(7-8) (7 parameters) ~ gamma(0.5, 1); b ~ normal(0, 1)"
+    )
+    assert _short_prior("a ~ normal(0, 1); c ~ normal(0, 1)") == "a, c ~ normal(0, 1)"
