@@ -113,6 +113,18 @@ class Eigen(AbstractGradient):
             raise ValueError(f"Eigen(max_condition={self.max_condition}) must exceed 1")
 
     def _decompose(self, M):
+        """(lam, V, V^-1) of each matrix of ``M``; NaN for a matrix with a non-finite
+        entry. Such a matrix never reaches the solver: on a GPU one NaN matrix made
+        cuSolver's geev fail the whole batch ("cuSolver internal error"), and samplers
+        propose such matrices (exp(theta) overflowing far out in the tails)."""
+        finite = jnp.all(jnp.isfinite(M), axis=(-2, -1))
+        lam, V, Vinv = self._decompose_finite(jnp.where(finite[..., None, None], M, 0))
+        lam = jnp.where(finite[..., None], lam, jnp.nan)
+        V = jnp.where(finite[..., None, None], V, jnp.nan)
+        Vinv = jnp.where(finite[..., None, None], Vinv, jnp.nan)
+        return lam, V, Vinv
+
+    def _decompose_finite(self, M):
         if self.structure == "hermitian":
             lam, V = jnp.linalg.eigh(M)
             return lam.astype(M.dtype), V, jnp.conj(jnp.swapaxes(V, -1, -2))

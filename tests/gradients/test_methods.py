@@ -130,8 +130,10 @@ def test_batches_equal_one_at_a_time(rng, name):
     for i in range(3):
         for j in range(2):
             single = grad_of(Ms[i, j], G[i, j], gradient)
-            np.testing.assert_allclose(batched[i, j], single, rtol=1e-12, atol=1e-14)
-            np.testing.assert_allclose(vmapped[i, j], single, rtol=1e-12, atol=1e-14)
+            # 1e-11: batched and single reductions round differently on a GPU (1.05e-12
+            # seen on an H100 for the series surrogate); on a CPU they agree to 1e-13.
+            np.testing.assert_allclose(batched[i, j], single, rtol=1e-11, atol=1e-14)
+            np.testing.assert_allclose(vmapped[i, j], single, rtol=1e-11, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", list(ALL))
