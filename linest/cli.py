@@ -227,7 +227,12 @@ def main(argv=None) -> int:
     draw.add_argument("--warmup", type=int, default=1000, help="adaptation steps per chain")
     draw.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
     draw.add_argument("--gradient", default="default", help="as for `linest fit`")
-    draw.add_argument("--kernel", default="nuts", choices=["nuts", "hmc"])
+    draw.add_argument(
+        "--kernel",
+        default="nuts",
+        choices=["nuts", "hmc", "chees"],
+        help="nuts (default), hmc, or chees (for many chains: adapted across them)",
+    )
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")
     draw.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -115,6 +115,70 @@ def test_block_size_does_not_change_the_draws(paths, tmp_path):
     assert saved["linest_checkpoint"].attrs["next_draw"] == 30
 
 
+def test_chees_matches_the_conjugate_posterior(paths):
+    """ChEES (cross-chain adaptation, jittered HMC) on the closed-form gamma posterior:
+    means and 5/50/95% quantiles within 4 MCSE, no divergences."""
+    frame, chains = paths
+    tree = linest.sample(
+        THREE, chains, {"rate": {"gamma": list(GAMMA)}}, num_chains=16, num_warmup=300,
+        num_samples=250, rng_key=4, progress=False, kernel="chees", log_likelihood=False,
+    )  # fmt: skip
+    assert tree.attrs["linest_kernel"] == "chees"
+    rate = tree["posterior"]["rate"]
+    mean_mcse = az.mcse(tree, var_names=["rate"], method="mean")["rate"].values
+    for k, exact in enumerate(_closed_form(frame)):
+        draws = rate.isel(transition=k).values
+        assert abs(draws.mean() - exact.mean()) < 4 * mean_mcse[k], (k, draws.mean())
+        for q in (0.05, 0.5, 0.95):
+            mcse = float(
+                az.mcse(tree, var_names=["rate"], method="quantile", prob=q)["rate"].values[k]
+            )
+            assert abs(np.quantile(draws, q) - exact.ppf(q)) < 4 * mcse, (k, q)
+    stats = tree["sample_stats"]
+    assert int(stats["diverging"].sum()) == 0
+    # One trajectory length for all chains at each draw (what keeps vmapped chains in step).
+    assert np.all(stats["n_steps"].values == stats["n_steps"].values[:1])
+
+
+@SHORT_RUN
+def test_chees_run_killed_after_a_block_resumes_to_the_same_draws(paths, tmp_path, monkeypatch):
+    """The ChEES state (step size, mass matrix, trajectory length, the jitter sequence's
+    position) goes through the checkpoint: a run stopped after its first block and
+    resumed equals one run straight through."""
+    import sys
+
+    sample_module = sys.modules["linest.sample"]
+    _, chains = paths
+    prior = {"log_rate": {"normal": [-1.0, 1.0]}}
+    kwargs = dict(
+        num_chains=4, num_warmup=30, num_samples=30, rng_key=6, progress=False,
+        kernel="chees", block_size=10, log_likelihood=False,
+    )  # fmt: skip
+    straight = linest.sample(THREE, chains, prior, **kwargs)
+    out = tmp_path / "chees.nc"
+    real, writes = sample_module._write, []
+
+    def dying(tree, path):
+        real(tree, path)
+        writes.append(path)
+        if len(writes) == 2:  # after warm-up and the first block
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sample_module, "_write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        linest.sample(THREE, chains, prior, out=out, **kwargs)
+    monkeypatch.undo()
+    assert xr.open_datatree(out, engine="h5netcdf")["linest_checkpoint"].attrs["next_draw"] == 10
+    resumed = linest.sample(THREE, chains, prior, out=out, resume=True, **kwargs)
+    np.testing.assert_array_equal(
+        resumed["posterior"]["theta"].values, straight["posterior"]["theta"].values
+    )
+    with pytest.raises(SamplingError, match="kernel"):
+        linest.sample(THREE, chains, prior, out=out, resume=True, **(kwargs | {"kernel": "nuts"}))
+    with pytest.raises(SamplingError, match="num_chains >= 2"):
+        linest.sample(THREE, chains, prior, **(kwargs | {"num_chains": 1}))
+
+
 def _spec(tmp_path, frame) -> Path:
     frame.to_csv(tmp_path / "paths.csv", index=False)
     spec = tmp_path / "three.toml"
