@@ -34,7 +34,7 @@ from linest.models import (
     read_snapshots,
 )
 from linest.priors import Prior
-from linest.sample import sample
+from linest.sample import join_runs, sample
 
 __version__ = "0.1.0"
 
@@ -64,6 +64,7 @@ __all__ = [
     "expm_times",
     "fit",
     "gradient_from_string",
+    "join_runs",
     "propagate",
     "read_chains",
     "read_counts",

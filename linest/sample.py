@@ -52,7 +52,7 @@ from linest._io import atomic_write
 from linest.models.base import for_compute
 from linest.priors import Prior, PriorError
 
-__all__ = ["SamplingError", "SamplingWarning", "sample"]
+__all__ = ["SamplingError", "SamplingWarning", "join_runs", "sample"]
 
 CHECKPOINT = "linest_checkpoint"
 
@@ -90,6 +90,7 @@ class _Settings:
     params: tuple[str, ...]
     prior: tuple[str, ...]
     data: str
+    chains: str = ""  # "start:stop" when this run holds part of num_chains (processes)
 
     def fingerprint(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -109,8 +110,10 @@ def _data_fingerprint(statistics) -> str:
 
 
 def _chain_devices(num_chains: int, devices=None) -> list:
-    """The largest number of devices (at most one chain group each) dividing num_chains."""
-    devices = list(jax.devices() if devices is None else devices)
+    """The largest number of devices (at most one chain group each) dividing num_chains.
+    By default this process's own devices (under ``jax.distributed`` ``jax.devices()``
+    lists every process's)."""
+    devices = list(jax.local_devices() if devices is None else devices)
     count = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
     return devices[:count]
 
@@ -347,7 +350,8 @@ def _datatree(model, settings, records, checkpoint, statistics, extra_attrs, log
     if records is None:  # after warm-up, before the first block
         tree = xr.DataTree(xr.Dataset(attrs=attrs))
     else:
-        tree = _draws_tree(model, records, checkpoint, statistics, attrs, loglik)
+        first = int(settings.chains.split(":")[0]) if settings.chains else 0
+        tree = _draws_tree(model, records, checkpoint, statistics, attrs, loglik, first)
     tree[CHECKPOINT] = xr.DataTree(
         xr.Dataset(
             {
@@ -373,13 +377,17 @@ def _datatree(model, settings, records, checkpoint, statistics, extra_attrs, log
     return tree
 
 
-def _draws_tree(model, records, checkpoint, statistics, attrs, loglik):
+def _draws_tree(model, records, checkpoint, statistics, attrs, loglik, first_chain=0):
     import arviz as az
 
     theta = records["theta"]
     posterior = {"theta": theta}
     dims = {"theta": ["param"]}
-    coords = {"param": list(model.param_names)}
+    # Chains keep their number in the whole run (a part of one starts at first_chain).
+    coords = {
+        "param": list(model.param_names),
+        "chain": list(range(first_chain, first_chain + theta.shape[0])),
+    }
     for name, (values, dim, labels) in model.natural_parameters(jnp.asarray(theta)).items():
         posterior[name] = np.asarray(values)
         dims[name] = [dim]
@@ -431,8 +439,12 @@ def _load(path: Path, settings: _Settings):
     group = tree[CHECKPOINT]
     saved = json.loads(group.attrs["settings"])
     wanted = dataclasses.asdict(settings)
+    defaults = {f.name: f.default for f in dataclasses.fields(_Settings)}
     different = {
-        k: (saved.get(k), v) for k, v in wanted.items() if json.loads(json.dumps(v)) != saved.get(k)
+        k: (saved.get(k), v)
+        for k, v in wanted.items()
+        if json.loads(json.dumps(v)) != saved.get(k)
+        and not (k not in saved and v == defaults.get(k))  # a field newer than the file
     }
     if different:
         detail = "; ".join(f"{k}: file {a!r}, now {b!r}" for k, (a, b) in different.items())
@@ -487,6 +499,7 @@ def sample(
     init=None,
     devices=None,
     log_likelihood: bool = True,
+    chain_range: tuple[int, int] | None = None,
 ):
     """Posterior draws of ``model``'s parameters given ``data`` and ``prior``.
 
@@ -521,6 +534,12 @@ def sample(
     devices : JAX devices for the chains (default all); chains are split evenly over
         the largest number of them that divides ``num_chains``
     log_likelihood : add the pointwise log-likelihood group (for ``arviz.loo``)
+    chain_range : ``(start, stop)``: run only chains ``start .. stop - 1`` of the
+        ``num_chains``, with the keys and starting points they have in the whole run (its
+        draws are those chains' draws in one run of all of them; ChEES adapts on the
+        chains it runs). Default: all of them, or, under JAX's multi-process runtime
+        (``jax.distributed.initialize``), this process's contiguous share. Join the
+        files of the parts with :func:`join_runs`.
 
     Returns
     -------
@@ -564,6 +583,22 @@ def sample(
             "(--overwrite) replaces it"
         )
 
+    total_chains = int(num_chains)
+    if chain_range is None and jax.process_count() > 1:
+        index, count = jax.process_index(), jax.process_count()
+        chain_range = (index * total_chains // count, (index + 1) * total_chains // count)
+    first, stop = (0, total_chains) if chain_range is None else map(int, chain_range)
+    if not 0 <= first < stop <= total_chains:
+        raise SamplingError(
+            f"sample: chain_range={chain_range!r} must satisfy 0 <= start < stop <= "
+            f"num_chains={total_chains}"
+        )
+    num_chains = stop - first
+    if kernel == "chees" and num_chains < 2:
+        raise SamplingError(
+            "sample: kernel='chees' adapts across chains: this run needs at least 2 of them"
+        )
+
     statistics = model.statistics(data)
     compute = for_compute(statistics)
     seed = rng_key if isinstance(rng_key, (int, np.integer)) else None
@@ -580,7 +615,7 @@ def sample(
     block = min(block, num_samples)
     settings = _Settings(
         kernel=kernel,
-        num_chains=int(num_chains),
+        num_chains=total_chains,
         num_warmup=int(num_warmup),
         num_samples=int(num_samples),
         seed=int(seed),
@@ -591,6 +626,7 @@ def sample(
         params=tuple(model.param_names),
         prior=tuple(prior.describe()),
         data=_data_fingerprint(compute),
+        chains="" if (first, stop) == (0, total_chains) else f"{first}:{stop}",
     )
 
     sampler = _Sampler(
@@ -605,9 +641,10 @@ def sample(
     )
     chosen = _chain_devices(num_chains, devices)
     # Draw i of chain c uses fold_in(fold_in(key, c), i); warm-up a separate stream.
-    chain_keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(jnp.arange(num_chains))
+    ids = jnp.arange(first, stop)
+    chain_keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(ids)
     warmup_root = jax.random.fold_in(key, 2**31 - 1)
-    warmup_keys = jax.vmap(lambda c: jax.random.fold_in(warmup_root, c))(jnp.arange(num_chains))
+    warmup_keys = jax.vmap(lambda c: jax.random.fold_in(warmup_root, c))(ids)
 
     def say(text):
         if progress:
@@ -621,7 +658,7 @@ def sample(
         say(f"{out} does not exist yet: starting a new run")
 
     if checkpoint is None:
-        theta0 = _initial(model, compute, init, num_chains, key)
+        theta0 = _initial(model, compute, init, total_chains, key)[first:stop]
         model.preflight(np.asarray(theta0[0]), compute, gradient)
         start = time.perf_counter()
         say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
@@ -855,3 +892,73 @@ def _short_prior(text: str) -> str:
         )
         parts.append(f"{shown} ~ {distribution}")
     return "; ".join(parts)
+
+
+def join_runs(parts) -> Any:
+    """One DataTree from the files (or trees) of runs that each sampled part of the same
+    chains (``chain_range``, or one per process under ``jax.distributed``): posterior,
+    sample statistics and pointwise log-likelihood joined along ``chain`` in chain order,
+    the diagnostics recomputed on the whole. The parts must share every setting but
+    their chain ranges, and together hold each chain once."""
+    import xarray as xr
+
+    trees, names = [], []
+    for part in parts:
+        if isinstance(part, (str, Path)):
+            try:
+                trees.append(xr.open_datatree(part, engine="h5netcdf").load())
+            except Exception as error:
+                raise SamplingError(
+                    f"{part}: cannot join, the file is not readable ({error})"
+                ) from None
+            names.append(str(part))
+        else:
+            trees.append(part)
+            names.append(f"part {len(names) + 1}")
+    if not trees:
+        raise SamplingError("join_runs: no runs given")
+    settings = []
+    for tree, name in zip(trees, names):
+        if CHECKPOINT not in tree.children or "posterior" not in tree.children:
+            raise SamplingError(f"{name}: cannot join, not a linest run with draws")
+        saved = json.loads(tree[CHECKPOINT].attrs["settings"])
+        if tree[CHECKPOINT].attrs["next_draw"] != saved["num_samples"]:
+            raise SamplingError(
+                f"{name}: cannot join an unfinished run ({tree[CHECKPOINT].attrs['next_draw']} "
+                f"of {saved['num_samples']} draws); resume it first"
+            )
+        settings.append(saved)
+    for name, saved in zip(names[1:], settings[1:]):
+        different = sorted(
+            k for k in saved.keys() | settings[0].keys()
+            if k != "chains" and saved.get(k) != settings[0].get(k)
+        )  # fmt: skip
+        if different:
+            raise SamplingError(
+                f"{name}: cannot join, its settings differ from {names[0]}'s in "
+                f"{', '.join(different)}"
+            )
+    order = sorted(range(len(trees)), key=lambda i: int(trees[i]["posterior"]["chain"][0]))
+    chains = np.concatenate([trees[i]["posterior"]["chain"].values for i in order])
+    total = settings[0]["num_chains"]
+    if not np.array_equal(chains, np.arange(total)):
+        raise SamplingError(
+            f"join_runs: the parts hold chains {chains.tolist()}, not each of 0..{total - 1} once"
+        )
+    joined = xr.DataTree()
+    for group in ("posterior", "sample_stats", "log_likelihood"):
+        if all(group in trees[i].children for i in order):
+            parts_of = [trees[i][group].to_dataset() for i in order]
+            joined[group] = xr.DataTree(cast(xr.Dataset, xr.concat(parts_of, dim="chain")))
+    if "observed_data" in trees[0].children:
+        joined["observed_data"] = trees[0]["observed_data"]
+    joined.attrs.update(trees[order[0]].attrs)
+    for key in ("linest_warmup_seconds", "linest_sampling_seconds"):
+        values = [float(trees[i].attrs.get(key, 0.0)) for i in order]
+        joined.attrs[key] = max(values)  # the parts ran side by side
+    saved = settings[0]
+    depth = saved["max_tree_depth"] if saved["kernel"] == "nuts" else None
+    notes = diagnose(joined, depth, None)
+    joined.attrs["linest_warnings"] = json.dumps(notes)
+    joined.attrs["linest_parts"] = len(trees)
+    return joined
