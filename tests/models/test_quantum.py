@@ -121,6 +121,7 @@ def test_surrogates_converge_to_the_exact_gradient():
     assert errors[0] > 1e-3  # the notes' t exp(tQ) J is a real approximation here
 
 
+@pytest.mark.slow  # moved from the default run to keep it under 10 minutes on 2 cores
 def test_complex_convention_matches_autodiff_on_the_generator(rng):
     """d loss / dA for complex A = -iH: every method returns JAX's (transpose) convention."""
     model = QuantumWalk(5, graph="ring")

@@ -1,0 +1,226 @@
+"""Many chains and big matrices (issue 12): runs on whatever JAX's default device is.
+
+1. Sampling, cav posterior (models/cav.toml, prior normal(-2, 2) on every log-rate):
+   ESS/s (min ESS_bulk over the 7 log-rates / wall of warm-up + sampling, second call
+   in the process) against the number of chains, for linest's NUTS and ChEES. numpyro's
+   NUTS (the peer) runs from benchmarks/_hmc_peers.py in .venv-peers when it exists.
+2. expm on one d x d matrix (random, scaled to norm 1), float64 and float32, median ms:
+   forward of linest.expm, jax.scipy.linalg.expm and (float64, CPU) scipy.linalg.expm;
+   value + gradient of sum(W * expm(A)) by linest Exact() and by autodiff through
+   jax.scipy. Ratios against the fastest forward.
+
+    python benchmarks/gpu.py                                  # CPU-sized defaults
+    python benchmarks/gpu.py --chains 64 256 1024 4096 --sizes 256 1024 4096   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _timing import median_ms  # noqa: E402
+
+import linest  # noqa: E402
+from linest.sample import SamplingWarning  # noqa: E402
+from linest.spec import load_spec  # noqa: E402
+
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+
+
+def sampling_row(kernel, chains, args, model, data, prior) -> dict:
+    runs = []
+    for seed in (args.seed, args.seed + 1):  # the second call is the one reported
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SamplingWarning)
+            tree = linest.sample(
+                model, data, prior, num_chains=chains, num_warmup=args.warmup,
+                num_samples=args.draws, kernel=kernel, rng_key=seed, progress=False,
+                log_likelihood=False,
+            )  # fmt: skip
+        wall = time.perf_counter() - start
+        ess = az.ess(tree, var_names=["theta"], method="bulk")["theta"].values
+        stats = tree["sample_stats"]
+        runs.append(
+            {
+                "wall": wall,
+                "warmup": float(tree.attrs["linest_warmup_seconds"]),
+                "sampling": float(tree.attrs["linest_sampling_seconds"]),
+                "ess": float(ess.min()),
+                "steps": float(stats["n_steps"].mean()),
+                "accept": float(stats["acceptance_rate"].mean()),
+                "divergences": int(stats["diverging"].sum()),
+                "rhat": float(az.rhat(tree, var_names=["theta"])["theta"].values.max()),
+                "first_wall": runs[0]["wall"] if runs else wall,
+            }
+        )
+    row = runs[-1] | {"first_wall": runs[0]["wall"]}
+    print(
+        f"  {kernel} x {chains}: {row['wall']:.1f} s (first call {row['first_wall']:.1f}), "
+        f"min ESS {row['ess']:.0f}",
+        flush=True,
+    )
+    return row
+
+
+def numpyro_row(chains, args) -> dict | None:
+    if not PEERS_PYTHON.exists():
+        return None
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "numpyro.json"
+        command = [
+            str(PEERS_PYTHON), str(HERE / "_hmc_peers.py"), "--peer", "numpyro",
+            "--chains", str(chains), "--warmup", str(args.warmup), "--draws", str(args.draws),
+            "--seed", str(args.seed), "--json", str(out),
+        ]  # fmt: skip
+        subprocess.run(command, timeout=args.peer_timeout, check=False)
+        if not out.exists():
+            return None
+        runs = json.loads(out.read_text()).get("runs") or []
+        if not runs:
+            return None
+        run = runs[-1]
+        return {
+            "wall": run["wall_s"],
+            "ess": run["min_ess_bulk"],
+            "steps": run.get("mean_leapfrog_steps", float("nan")),
+            "accept": run["mean_accept"],
+            "divergences": run["divergences"],
+            "warmup": float("nan"),
+            "sampling": float("nan"),
+            "rhat": float("nan"),
+            "first_wall": runs[0]["wall_s"],
+        }
+
+
+def expm_rows(args) -> list[dict]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for dtype in args.dtypes:
+        for d in args.sizes:
+            A = rng.standard_normal((d, d))
+            A /= np.linalg.norm(A, 1)
+            W = rng.standard_normal((d, d))
+            A_j, W_j = jnp.asarray(A, dtype), jnp.asarray(W, dtype)
+            forward = {
+                "linest.expm": jax.jit(lambda M: linest.expm(M)),
+                "jax.scipy expm": jax.jit(jax.scipy.linalg.expm),
+            }
+            gradient = {
+                "linest Exact() value+grad": jax.jit(
+                    jax.value_and_grad(lambda M, W=W_j: jnp.sum(W * linest.expm(M, linest.Exact())))
+                ),
+                "jax.scipy autodiff value+grad": jax.jit(
+                    jax.value_and_grad(lambda M, W=W_j: jnp.sum(W * jax.scipy.linalg.expm(M)))
+                ),
+            }
+            times = {k: median_ms(f, A_j, repeat=args.repeats) for k, f in forward.items()}
+            if dtype == "float64" and jax.default_backend() == "cpu":
+                times["scipy expm"] = median_ms(scipy.linalg.expm, A, repeat=args.repeats)
+            fastest = min(times.values())
+            for k, f in gradient.items():
+                times[k] = median_ms(f, A_j, repeat=args.repeats)
+            value = np.asarray(linest.expm(A_j), float)
+            error = float(np.max(np.abs(value - scipy.linalg.expm(A))) / np.max(np.abs(value)))
+            rows.append(
+                {"dtype": dtype, "d": d, "times": times, "fastest": fastest, "error": error}
+            )
+            print(f"  expm {dtype} d={d}: " + ", ".join(f"{k} {v:.3g}" for k, v in times.items()))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chains", type=int, nargs="*", default=[4, 16, 64])
+    parser.add_argument("--kernels", nargs="*", default=["nuts", "chees"])
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer-timeout", type=float, default=1800)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[8, 64, 256, 512])
+    parser.add_argument("--dtypes", nargs="*", default=["float64", "float32"])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sampling", "expm"])
+    args = parser.parse_args()
+
+    device = jax.devices()[0]
+    print(
+        f"# gpu.py: {platform.node()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+        f"{len(jax.devices())} x {device.platform} ({getattr(device, 'device_kind', '')})"
+    )
+    lines = []
+    if "sampling" not in args.skip:
+        spec = load_spec(ROOT / "models" / "cav.toml")
+        rows = {}
+        for chains in args.chains:
+            for kernel in args.kernels:
+                rows[(kernel, chains)] = sampling_row(
+                    kernel, chains, args, spec.model, spec.read_data(), spec.priors
+                )
+            peer = numpyro_row(chains, args)
+            if peer is not None:
+                rows[("numpyro nuts", chains)] = peer
+        lines += [
+            f"## cav posterior, {args.warmup} warm-up + {args.draws} draws per chain "
+            "(second call; ESS/s = min ESS_bulk / wall)",
+            "",
+            "| sampler | chains | wall s (first call) | warm-up s | sampling s | min ESS_bulk "
+            "| ESS/s | ratio to NUTS | leapfrog/draw | accept | divergences | max r_hat |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for (kernel, chains), r in rows.items():
+            nuts = rows.get(("nuts", chains))
+            ratio = (r["ess"] / r["wall"]) / (nuts["ess"] / nuts["wall"]) if nuts else float("nan")
+            lines.append(
+                f"| {kernel} | {chains} | {r['wall']:.1f} ({r['first_wall']:.1f}) | "
+                f"{r['warmup']:.1f} | {r['sampling']:.1f} | {r['ess']:.0f} | "
+                f"{r['ess'] / r['wall']:.1f} | {ratio:.2f} | {r['steps']:.1f} | "
+                f"{r['accept']:.2f} | {r['divergences']} | {r['rhat']:.3f} |"
+            )
+        if not PEERS_PYTHON.exists():
+            lines.append(f"\n(numpyro not run: {PEERS_PYTHON} missing)")
+        lines.append("")
+    if "expm" not in args.skip:
+        rows = expm_rows(args)
+        names = list(rows[0]["times"])
+        lines += [
+            "## expm of one d x d matrix (norm 1), median ms",
+            "",
+            "| dtype | d | " + " | ".join(names) + " | Exact grad / fastest forward | "
+            "linest fwd / fastest | rel. error vs scipy |",
+            "|---|---|" + "---|" * (len(names) + 3),
+        ]
+        for r in rows:
+            t = r["times"]
+            cells = " | ".join(f"{t[k]:.3g}" if k in t else "-" for k in names)
+            lines.append(
+                f"| {r['dtype']} | {r['d']} | {cells} | "
+                f"{t['linest Exact() value+grad'] / r['fastest']:.2f} | "
+                f"{t['linest.expm'] / r['fastest']:.2f} | {r['error']:.1e} |"
+            )
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
