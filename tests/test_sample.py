@@ -16,7 +16,7 @@ import xarray as xr
 
 import linest
 from linest.priors import Prior, PriorError
-from linest.sample import SamplingError
+from linest.sample import SamplingError, SamplingWarning
 from linest.simulate import simulate_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +177,8 @@ def test_chees_run_killed_after_a_block_resumes_to_the_same_draws(paths, tmp_pat
         linest.sample(THREE, chains, prior, out=out, resume=True, **(kwargs | {"kernel": "nuts"}))
     with pytest.raises(SamplingError, match="num_chains >= 2"):
         linest.sample(THREE, chains, prior, **(kwargs | {"num_chains": 1}))
+    with pytest.warns(SamplingWarning, match="noisy below 16"):
+        linest.sample(THREE, chains, prior, **(kwargs | {"num_warmup": 10, "num_samples": 2}))
 
 
 def _spec(tmp_path, frame) -> Path:
