@@ -27,13 +27,14 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 import types
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
+
+from linest._io import atomic_write
 
 __all__ = ["exported_jit", "set_directory"]
 
@@ -91,18 +92,6 @@ def _key(fun, static, leaves) -> str:
         weak = bool(getattr(leaf, "weak_type", False))
         digest.update(f"{tuple(leaf.shape)}{np.dtype(leaf.dtype).str}{weak};".encode())
     return digest.hexdigest()
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def exported_jit(fun):
@@ -168,7 +157,8 @@ def _export(fun, static, treedef, leaves, path: Path):
     except Exception:  # callbacks, effects or outputs export does not carry
         return False
     try:
-        _write_atomically(path, bytes(payload))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_bytes(bytes(payload)))
     except OSError:
         pass  # a read-only cache: still use it in this process
     return program

@@ -555,8 +555,6 @@ def sample(
         raise SamplingError(
             f"sample: kernel={kernel!r}; expected one of {', '.join(map(repr, KERNELS))}"
         )
-    if kernel == "chees" and num_chains < 2:
-        raise SamplingError("sample: kernel='chees' adapts across chains: num_chains >= 2")
     if target_acceptance is None:
         target_acceptance = TARGET_ACCEPTANCE[kernel]
     for name, value, low in (
@@ -598,7 +596,8 @@ def sample(
     num_chains = stop - first
     if kernel == "chees" and num_chains < 2:
         raise SamplingError(
-            "sample: kernel='chees' adapts across chains: this run needs at least 2 of them"
+            f"sample: kernel='chees' adapts across chains: it needs num_chains >= 2 in each "
+            f"run (this one has {num_chains})"
         )
     if kernel == "chees" and num_chains < CHEES_FEW_CHAINS:
         warnings.warn(
