@@ -91,7 +91,10 @@ def _loglik_derivatives(model, gradient, theta, statistics, differences=False):
     value, grad = jax.value_and_grad(loglik)(theta)
     batch = _hessian_batch(theta, statistics)
     if differences:
-        steps = DIFFERENCE_STEP * jnp.maximum(jnp.abs(theta), 1.0)
+        # A rate at 0 (theta = -inf) keeps a finite step: theta +- h stays -inf, its
+        # column 0, as forward over reverse gives it.
+        finite = jnp.isfinite(theta)
+        steps = DIFFERENCE_STEP * jnp.where(finite, jnp.maximum(jnp.abs(theta), 1.0), 1.0)
 
         def difference(i):
             e = jnp.zeros_like(theta).at[i].set(steps[i])

@@ -415,3 +415,25 @@ def test_rating_migrations_match_em_to_convergence():
     assert result.converged and abs(result.loglik - reference) < 1e-6
     assert result.boundary.sum() >= 15
     _check_kkt(spec.model, result, chains)
+
+
+@pytest.mark.slow
+def test_difference_hessian_at_the_boundary_gives_the_exact_standard_errors():
+    """hessian="differences" (fit's choice above 64 parameters) with 18 rates at 0 on
+    the ratings table: the rates at 0 keep a finite step (their theta is -inf), and the
+    31 interior standard errors equal the forward-over-reverse ones to 1e-6 (2e-8 seen)."""
+    from pathlib import Path
+
+    from linest.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "models" / "ratings.toml")
+    chains = spec.read_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)
+        exact = linest.fit(spec.model, chains, hessian="exact")
+        differences = linest.fit(spec.model, chains, hessian="differences")
+    assert differences.converged and differences.loglik == pytest.approx(exact.loglik, abs=1e-9)
+    interior = np.isfinite(exact.se)
+    assert interior.sum() == 31
+    np.testing.assert_array_equal(np.isfinite(differences.se), interior)
+    np.testing.assert_allclose(differences.se[interior], exact.se[interior], rtol=1e-6)
