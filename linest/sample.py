@@ -142,8 +142,9 @@ def _over_chains(method: str, devices: tuple, num_chains: int):
             return jax.tree.map(lambda x: x[None], out)
         return jax.vmap(f)(*args)
 
-    if len(devices) == 1:
-        return eqx.filter_jit(batched)
+    if len(devices) == 1:  # on that device (not the default one, when another is asked)
+        single = eqx.filter_jit(batched)
+        return lambda sampler, *args: single(sampler, *jax.device_put(args, devices[0]))
     mesh = jax.make_mesh((len(devices),), ("chain",), devices=list(devices))
     chain = jax.sharding.PartitionSpec("chain")
     sharding = jax.sharding.NamedSharding(mesh, chain)
@@ -173,7 +174,9 @@ def _across_chains(devices: tuple):
     places the cross-chain reductions."""
     run = eqx.filter_jit(lambda sampler, key, positions: sampler.warmup_all(key, positions))
     if len(devices) == 1:
-        return run
+        return lambda sampler, key, positions: run(
+            sampler, *jax.device_put((key, positions), devices[0])
+        )
     # Auto axes: XLA (GSPMD) propagates the chain sharding through the adaptation.
     mesh = jax.make_mesh(
         (len(devices),),

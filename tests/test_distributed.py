@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -33,13 +34,19 @@ def data(tmp_path_factory):
     return path, linest.read_chains(frame, kind="paths")
 
 
+def _cpus():
+    """CPU devices, so that a GPU machine compares like with like (the worker processes
+    run on the CPU: two processes on one GPU would each claim most of its memory)."""
+    return jax.devices("cpu")
+
+
 @pytest.fixture(scope="module")
 def whole(data):
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return linest.sample(THREE, data[1], PRIOR, **SETTINGS)
+        return linest.sample(THREE, data[1], PRIOR, devices=_cpus(), **SETTINGS)
 
 
 def _same_draws(joined, whole):
@@ -56,7 +63,9 @@ def test_chain_range_parts_join_to_the_whole_run(data, whole, tmp_path):
     parts = []
     for start, stop in ((2, 4), (0, 2)):
         out = tmp_path / f"part{start}.nc"
-        linest.sample(THREE, data[1], PRIOR, chain_range=(start, stop), out=out, **SETTINGS)
+        linest.sample(
+            THREE, data[1], PRIOR, chain_range=(start, stop), out=out, devices=_cpus(), **SETTINGS
+        )
         parts.append(out)
     _same_draws(linest.join_runs(parts), whole)
     with pytest.raises(SamplingError, match=r"chains \[2, 3\], not each of 0..3 once"):
@@ -92,7 +101,7 @@ def test_two_processes_with_jax_distributed_join_to_the_whole_run(data, whole, t
         port = probe.getsockname()[1]
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, LINEST_CACHE_DIR="off", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, LINEST_CACHE_DIR="off", PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     outs = [tmp_path / f"process{i}.nc" for i in range(2)]
     workers = [
         subprocess.Popen(
