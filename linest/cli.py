@@ -289,8 +289,11 @@ def console() -> None:
         import logging
 
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a closed pipe (`linest fit ... | head`): nothing to save
+                pass
         os._exit(code)
     sys.exit(code)
 
