@@ -133,6 +133,25 @@ def _sample(args) -> int:
     return 0
 
 
+def _join(args) -> int:
+    import json
+
+    from linest.sample import _write, join_runs, summarize
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"linest: error: {out} exists; --overwrite replaces it", file=sys.stderr)
+        return 1
+    tree = join_runs(args.parts)
+    _write(tree, out)
+    print(f"joined {len(args.parts)} runs: {', '.join(map(str, args.parts))}")
+    print(summarize(tree))
+    for note in json.loads(tree.attrs.get("linest_warnings", "[]")):
+        print(f"WARNING: {note}")
+    print(f"wrote {out}")
+    return 0
+
+
 def _compare(args) -> int:
     from linest.compare import CANDIDATES, compare_model, format_report, plot_report
     from linest.spec import load_spec
@@ -240,6 +259,13 @@ def main(argv=None) -> int:
     draw.add_argument("--block-size", type=int, help="draws per block (progress and writes)")
     draw.add_argument("--plots", metavar="PREFIX", help="write PREFIX-trace.png, PREFIX-pair.png")
     draw.add_argument("--quiet", action="store_true", help="no progress lines")
+    joiner = commands.add_parser(
+        "join",
+        help="join the files of runs that sampled parts of the same chains (processes)",
+    )
+    joiner.add_argument("parts", nargs="+", help="the parts' netCDF files (linest sample --out)")
+    joiner.add_argument("--out", required=True, metavar="PATH.nc", help="the joined file")
+    joiner.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     versus = commands.add_parser(
         "compare", help="every gradient method on a model: error, cost, what an optimiser reaches"
     )
@@ -269,6 +295,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "compare":
             return _compare(args)
+        if args.command == "join":
+            return _join(args)
         return _fit(args) if args.command == "fit" else _sample(args)
     except (DataError, SpecError, PriorError, SamplingError) as error:
         print(f"linest: error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import xarray as xr
 
 import linest
 from linest.sample import SamplingError
@@ -59,7 +60,7 @@ def _same_draws(joined, whole):
 
 
 @SHORT_RUN
-def test_chain_range_parts_join_to_the_whole_run(data, whole, tmp_path):
+def test_chain_range_parts_join_to_the_whole_run(data, whole, tmp_path, capsys):
     parts = []
     for start, stop in ((2, 4), (0, 2)):
         out = tmp_path / f"part{start}.nc"
@@ -70,6 +71,15 @@ def test_chain_range_parts_join_to_the_whole_run(data, whole, tmp_path):
     _same_draws(linest.join_runs(parts), whole)
     with pytest.raises(SamplingError, match=r"chains \[2, 3\], not each of 0..3 once"):
         linest.join_runs(parts[:1])
+    # The command line: `linest join PARTS --out FILE` writes the joined tree.
+    from linest.cli import main
+
+    joined = tmp_path / "joined.nc"
+    assert main(["join", *map(str, parts), "--out", str(joined)]) == 0
+    _same_draws(xr.open_datatree(joined, engine="h5netcdf"), whole)
+    assert main(["join", *map(str, parts), "--out", str(joined)]) == 1  # exists
+    assert main(["join", str(parts[0]), str(tmp_path / "missing.nc"), "--out", "x.nc"]) == 1
+    assert "missing.nc: cannot join, the file is not readable" in capsys.readouterr().err
     with pytest.raises(SamplingError, match="chain_range"):
         linest.sample(THREE, data[1], PRIOR, chain_range=(3, 5), **SETTINGS)
 
