@@ -4,10 +4,12 @@
    ESS/s (min ESS_bulk over the 7 log-rates / wall of warm-up + sampling, second call
    in the process) against the number of chains, for linest's NUTS and ChEES. numpyro's
    NUTS (the peer) runs from benchmarks/_hmc_peers.py in .venv-peers when it exists.
-2. expm on one d x d matrix (random, scaled to norm 1), float64 and float32, median ms:
-   forward of linest.expm, jax.scipy.linalg.expm and (float64, CPU) scipy.linalg.expm;
-   value + gradient of sum(W * expm(A)) by linest Exact() and by autodiff through
-   jax.scipy. Ratios against the fastest forward.
+2. expm on one d x d matrix (random, scaled to norm 1), float64 and float32, median ms
+   over interleaved rounds: forward of linest.expm (Taylor kernel, the default) and
+   Exact(kernel="pade"), jax.scipy.linalg.expm, (float64, CPU) scipy.linalg.expm and
+   torch.linalg.matrix_exp on the same device (torch in this interpreter, else
+   .venv-torch); value + gradient of sum(W * expm(A)) by both kernels, by autodiff
+   through jax.scipy and by torch. Ratios against the fastest peer forward.
 
     python benchmarks/gpu.py                                  # CPU-sized defaults
     python benchmarks/gpu.py --chains 64 256 1024 4096 --sizes 256 1024 4096   # a GPU
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -42,6 +45,7 @@ from linest.sample import SamplingWarning  # noqa: E402
 from linest.spec import load_spec  # noqa: E402
 
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
 
 
 def sampling_row(kernel, chains, args, model, data, prior) -> dict:
@@ -112,40 +116,87 @@ def numpyro_row(chains, args) -> dict | None:
         }
 
 
-def expm_rows(args) -> list[dict]:
+def torch_python() -> str | None:
+    """An interpreter with torch: this one (the GPU machine has torch), else .venv-torch."""
+    try:
+        import torch  # noqa: F401
+
+        return sys.executable
+    except ImportError:
+        return str(TORCH_PYTHON) if TORCH_PYTHON.exists() else None
+
+
+def torch_times(matrices: dict, repeats: int) -> dict:
+    """torch.linalg.matrix_exp on the same matrices, in its own process (see _torch_expm.py)."""
+    python = torch_python()
+    if python is None:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matrices.npz"
+        np.savez(path, **matrices)
+        result = subprocess.run(
+            [python, str(HERE / "_torch_expm.py"), str(path), str(repeats)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        print(f"torch peer failed: {result.stderr[-500:]}", file=sys.stderr)
+        return {}
+    return json.loads(result.stdout)
+
+
+def exact_value_and_grad(kernel, W):
+    loss = lambda M: jnp.sum(W * linest.expm(M, linest.Exact(kernel=kernel)))  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss))
+
+
+def expm_rows(args) -> tuple[list[dict], dict]:
+    """Forward and value+gradient times of every candidate, measured in interleaved rounds
+    (jax candidates here, torch in its own process right after)."""
     rows = []
     rng = np.random.default_rng(0)
+    matrices = {}
     for dtype in args.dtypes:
         for d in args.sizes:
             A = rng.standard_normal((d, d))
             A /= np.linalg.norm(A, 1)
             W = rng.standard_normal((d, d))
+            matrices[f"A_{dtype}_{d}"], matrices[f"W_{dtype}_{d}"] = A, W
             A_j, W_j = jnp.asarray(A, dtype), jnp.asarray(W, dtype)
             forward = {
-                "linest.expm": jax.jit(lambda M: linest.expm(M)),
+                "linest.expm (taylor)": jax.jit(lambda M: linest.expm(M)),
+                "linest pade": jax.jit(lambda M: linest.expm(M, linest.Exact(kernel="pade"))),
                 "jax.scipy expm": jax.jit(jax.scipy.linalg.expm),
             }
+            if dtype == "float64" and jax.default_backend() == "cpu":
+                forward["scipy expm"] = scipy.linalg.expm
             gradient = {
-                "linest Exact() value+grad": jax.jit(
-                    jax.value_and_grad(lambda M, W=W_j: jnp.sum(W * linest.expm(M, linest.Exact())))
-                ),
+                "Exact() value+grad": exact_value_and_grad("taylor", W_j),
+                "Exact(pade) value+grad": exact_value_and_grad("pade", W_j),
                 "jax.scipy autodiff value+grad": jax.jit(
                     jax.value_and_grad(lambda M, W=W_j: jnp.sum(W * jax.scipy.linalg.expm(M)))
                 ),
             }
-            times = {k: median_ms(f, A_j, repeat=args.repeats) for k, f in forward.items()}
-            if dtype == "float64" and jax.default_backend() == "cpu":
-                times["scipy expm"] = median_ms(scipy.linalg.expm, A, repeat=args.repeats)
-            fastest = min(times.values())
-            for k, f in gradient.items():
-                times[k] = median_ms(f, A_j, repeat=args.repeats)
+            candidates = {**forward, **gradient}
+            samples = {k: [] for k in candidates}
+            for _ in range(args.repeats):  # interleaved rounds
+                for k, f in candidates.items():
+                    x = A if k == "scipy expm" else A_j
+                    samples[k].append(median_ms(f, x, repeat=1))
+            times = {k: float(np.median(v)) for k, v in samples.items()}
             value = np.asarray(linest.expm(A_j), float)
             error = float(np.max(np.abs(value - scipy.linalg.expm(A))) / np.max(np.abs(value)))
-            rows.append(
-                {"dtype": dtype, "d": d, "times": times, "fastest": fastest, "error": error}
-            )
+            rows.append({"dtype": dtype, "d": d, "times": times, "error": error})
             print(f"  expm {dtype} d={d}: " + ", ".join(f"{k} {v:.3g}" for k, v in times.items()))
-    return rows
+    peer = torch_times(matrices, args.repeats)
+    for r in rows:
+        t = peer.get(f"{r['dtype']}_{r['d']}")
+        if t:
+            r["times"]["torch matrix_exp"] = t["forward"]
+            r["times"]["torch value+grad"] = t["grad"]
+    return rows, {k: peer[k] for k in ("device", "torch") if k in peer}
+
+
+PEER_FORWARDS = ("jax.scipy expm", "scipy expm", "torch matrix_exp")
 
 
 def main() -> None:
@@ -202,23 +253,27 @@ def main() -> None:
             lines.append(f"\n(numpyro not run: {PEERS_PYTHON} missing)")
         lines.append("")
     if "expm" not in args.skip:
-        rows = expm_rows(args)
-        names = list(rows[0]["times"])
+        rows, torch_info = expm_rows(args)
+        names = list(dict.fromkeys(k for r in rows for k in r["times"]))
         lines += [
-            "## expm of one d x d matrix (norm 1), median ms",
+            "## expm of one d x d matrix (norm 1), median ms"
+            + (f"; torch {torch_info['torch']} on {torch_info['device']}" if torch_info else ""),
             "",
-            "| dtype | d | " + " | ".join(names) + " | Exact grad / fastest forward | "
-            "linest fwd / fastest | rel. error vs scipy |",
+            "| dtype | d | " + " | ".join(names) + " | linest fwd / fastest peer fwd | "
+            "Exact() grad / fastest peer fwd | rel. error vs scipy |",
             "|---|---|" + "---|" * (len(names) + 3),
         ]
         for r in rows:
             t = r["times"]
+            fastest = min(t[k] for k in PEER_FORWARDS if k in t)
             cells = " | ".join(f"{t[k]:.3g}" if k in t else "-" for k in names)
             lines.append(
                 f"| {r['dtype']} | {r['d']} | {cells} | "
-                f"{t['linest Exact() value+grad'] / r['fastest']:.2f} | "
-                f"{t['linest.expm'] / r['fastest']:.2f} | {r['error']:.1e} |"
+                f"{t['linest.expm (taylor)'] / fastest:.2f} | "
+                f"{t['Exact() value+grad'] / fastest:.2f} | {r['error']:.1e} |"
             )
+        if not torch_info:
+            lines.append(f"\n(torch not run: not importable here and {TORCH_PYTHON} missing)")
     print("\n" + "\n".join(lines))
 
 

@@ -7,7 +7,7 @@
                                [--gradient NAME] [--out post.nc [--resume]] [--plots PREFIX]
 
 ``--gradient`` takes the engine's method names: ``default`` (one eigendecomposition
-shared by all time steps, exact), ``exact``, ``eigen``, ``eigen-fallback``,
+shared by all time steps, exact), ``exact``, ``exact-pade``, ``eigen``, ``eigen-fallback``,
 ``autodiff``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
 ``surrogate-gauss-K`` (K Gauss-Legendre nodes), ``series``, ``asymptotic``; for grid
 models also ``fourier``, ``adjoint``, ``adjoint-backsolve`` and ``coarse-K`` (the

@@ -296,7 +296,7 @@ SCALED_MAX_NORM = 0.5
 def gradient_from_string(spec: str) -> Gradient:
     """Parse the command line's method names.
 
-    ``exact``, ``eigen``, ``eigen-fallback``, ``autodiff``, ``series``, ``asymptotic``,
+    ``exact`` (``exact-taylor``), ``exact-pade``, ``eigen``, ``eigen-fallback``, ``autodiff``, ``series``, ``asymptotic``,
     ``adjoint``, ``adjoint-backsolve``, ``fourier``, ``coarse-K``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
     ``surrogate-gauss-K`` (K nodes, e.g. ``surrogate-gauss-2``); any surrogate rule
     with ``-scaled`` appended (``surrogate-gauss-2-scaled``) is the scaled variant
@@ -313,6 +313,10 @@ def gradient_from_string(spec: str) -> Gradient:
     }
     if text in simple:
         return simple[text]()
+    if text == "exact-taylor":
+        return Exact(kernel="taylor")
+    if text == "exact-pade":
+        return Exact(kernel="pade")
     if text == "eigen-fallback":
         return Eigen(fallback=True)
     if text == "fourier":
@@ -333,7 +337,7 @@ def gradient_from_string(spec: str) -> Gradient:
         if rule in ("left", "right", "midpoint") and nodes is None:
             return Surrogate(rule, max_norm=max_norm)
     raise ValueError(
-        f"unknown gradient method {spec!r}; expected one of: exact, eigen, eigen-fallback, "
+        f"unknown gradient method {spec!r}; expected one of: exact, exact-pade, eigen, eigen-fallback, "
         "autodiff, series, asymptotic, adjoint, adjoint-backsolve, fourier, coarse-K (grid "
         "models, e.g. coarse-2), surrogate-left, surrogate-right, "
         "surrogate-midpoint, surrogate-gauss-K (e.g. surrogate-gauss-2), each surrogate "

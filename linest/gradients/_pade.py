@@ -147,6 +147,19 @@ def _ell(log2_abs_power, log2_norm, m: int, table: _Table):
     return jnp.clip(value, 0, 64).astype(jnp.int32)
 
 
+def _prescale(A, theta_top: float):
+    """Zero the non-finite matrices, then ``B = A / 2**s1`` with ``||B||_1 <= theta_top``,
+    so that the powers formed to choose the degree cannot overflow.
+
+    Returns ``(A, finite, ||A||_1, s1, B)``."""
+    finite = jnp.all(jnp.isfinite(A), axis=(-1, -2))
+    A = jnp.where(finite[..., None, None], A, 0)
+    norm_A = _onenorm(A)
+    s1 = jnp.where(norm_A > theta_top, jnp.ceil(jnp.log2(norm_A / theta_top)), 0.0)
+    s1 = s1.astype(jnp.int32)
+    return A, finite, norm_A, s1, _scale(A, s1)
+
+
 def _eye_like(X):
     return jnp.broadcast_to(jnp.eye(X.shape[-1], dtype=X.dtype), X.shape)
 
@@ -245,15 +258,8 @@ def expm_with_residuals(A) -> tuple[jax.Array, PadeResiduals]:
     table = _table(A.dtype)
     real = jnp.finfo(A.dtype).dtype
     batch = A.shape[:-2]
-    finite = jnp.all(jnp.isfinite(A), axis=(-1, -2))
-    A = jnp.where(finite[..., None, None], A, 0)
-
-    # Pre-scale by the 1-norm so that the powers below cannot overflow.
     theta_top = table.thetas[-1]
-    norm_A = _onenorm(A)
-    s1 = jnp.where(norm_A > theta_top, jnp.ceil(jnp.log2(norm_A / theta_top)), 0.0)
-    s1 = s1.astype(jnp.int32)
-    B = _scale(A, s1)
+    A, finite, norm_A, s1, B = _prescale(A, theta_top)
     B2 = B @ B
     B4 = B2 @ B2
     B6 = B4 @ B2

@@ -42,6 +42,7 @@ def true_grad(M, G):
 
 EXACT_METHODS = {
     "exact": linest.Exact(),
+    "exact-pade": linest.Exact(kernel="pade"),
     "autodiff": linest.AutoDiff(),
     "eigen-fallback": linest.Eigen(fallback=True),
 }
@@ -96,7 +97,9 @@ def test_exact_against_central_differences(rng, family):
 
 
 @pytest.mark.parametrize("family", ["dense", "nonnormal", "skew-hermitian", "rate"])
-@pytest.mark.parametrize("gradient", [linest.Exact(), linest.Eigen(fallback=True)], ids=str)
+@pytest.mark.parametrize(
+    "gradient", [linest.Exact(), linest.Exact(kernel="pade"), linest.Eigen(fallback=True)], ids=str
+)
 def test_forward_mode_matches_scipy(rng, family, gradient):
     M = matrices(rng)[family]
     E = cotangent(rng, M)
@@ -109,6 +112,7 @@ def test_forward_mode_matches_scipy(rng, family, gradient):
 
 ALL = {
     "exact": linest.Exact(),
+    "exact-pade": linest.Exact(kernel="pade"),
     "eigen": linest.Eigen(fallback=True),
     "left": linest.Surrogate("left"),
     "right": linest.Surrogate("right"),
