@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["simulate_panel", "simulate_paths"]
+__all__ = ["misclassify", "simulate_panel", "simulate_paths"]
 
 
 def simulate_paths(
@@ -128,3 +128,28 @@ def simulate_panel(
     frame = frame.sort_values(["subject", "time"], kind="stable").reset_index(drop=True)
     frame["state"] = np.asarray(model.states, dtype=object)[frame["state"].to_numpy()]
     return frame
+
+
+def misclassify(
+    frame: pd.DataFrame, model, theta, rng: np.random.Generator, obstrue: str = "obstrue"
+) -> pd.DataFrame:
+    """Record the true states of panel visits through a :class:`~linest.HiddenCTMC`'s
+    misclassification probabilities.
+
+    Each subject's first visit and entries into exactly-timed states are recorded truly;
+    column ``obstrue`` (1 on first visits) says which visits are known to be true.
+    """
+    E = np.asarray(model.emission_matrix(np.asarray(theta, float)), float)
+    code = {s: i for i, s in enumerate(model.states)}
+    true = np.array([code[x] for x in frame["state"]], dtype=int)
+    subject = frame["subject"].to_numpy()
+    first = np.r_[True, subject[1:] != subject[:-1]]
+    keep = first | np.isin(true, model.exact)
+    u = rng.random(len(true))
+    recorded = (u[:, None] > np.cumsum(E[true], axis=1)).sum(axis=1)
+    recorded = np.minimum(recorded, model.num_states - 1)
+    recorded = np.where(keep, true, recorded)
+    out = frame.copy()
+    out["state"] = np.asarray(model.states, dtype=object)[recorded]
+    out[obstrue] = first.astype(int)
+    return out

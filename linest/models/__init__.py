@@ -8,6 +8,7 @@ from linest.models.advection_diffusion import (
 )
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import CTMC, CTMCStatistics
+from linest.models.hidden_ctmc import HiddenCTMC
 from linest.models.linear_ode import Dose, LinearODE, Series, read_doses, read_series
 from linest.models.quantum import Counts, QuantumWalk, read_counts
 from linest.models.ssm import LinearSSM
@@ -16,6 +17,7 @@ from linest.models.structure import Structure
 #: Model kinds by the name a spec file's ``model.type`` gives them.
 KINDS = {
     "ctmc": CTMC,
+    "hidden_ctmc": HiddenCTMC,
     "advection_diffusion": AdvectionDiffusion,
     "quantum_walk": QuantumWalk,
     "linear_ode": LinearODE,
@@ -30,6 +32,7 @@ __all__ = [
     "CTMCStatistics",
     "Counts",
     "Dose",
+    "HiddenCTMC",
     "LinearODE",
     "LinearSSM",
     "QuantumWalk",

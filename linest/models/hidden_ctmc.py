@@ -1,0 +1,677 @@
+"""A continuous-time Markov chain seen through misclassification (msm's hidden Markov model).
+
+The true state follows a :class:`~linest.models.ctmc.CTMC`; a visit records the true state
+``r`` as ``s`` with probability ``e_rs`` (msm's ``ematrix``). Each subject's likelihood is
+the forward algorithm over its visits (Jackson et al. 2003; msm's ``ematrix``, ``obstrue``,
+``initprobs`` and ``deathexact``)::
+
+    alpha_1 = pi * e(o_1),   alpha_k = (alpha_{k-1} P(t_k - t_{k-1})) * e(o_k),
+    log L = sum_k log c_k   (c_k the sum of alpha_k, which is then divided by it)
+
+where ``e(o)`` is the column of the emission matrix for the observed code: the probability
+of recording ``o`` given each true state. A visit flagged as true (``obstrue``) has
+``e(o)`` the indicator of ``o``. Entry into an exactly-timed absorbing state ``D`` (death)
+replaces ``P`` by ``P Q`` and keeps column ``D``: the chain was in some ``j != D`` just
+before and jumped at the recorded time.
+
+Parameters: the chain's log-rates and covariate effects, then one ``eta_rs`` per allowed
+misclassification, the multinomial logit of row ``r`` against its diagonal (msm's own
+scale): ``e_rs = exp(eta_rs) / (1 + sum_k exp(eta_rk))``. With one misclassification in
+a row this is ``logit(e_rs)``.
+
+The recursion runs as one ``jax.lax.scan`` over visit index, batched over subjects (padded
+to the longest follow-up); the transition matrices come from ``expm_times`` over the
+distinct (covariate pattern, time step) cells, with the engine's gradient methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import lax
+
+from linest.data import Chains, DataError, read_chains
+from linest.engine import expm_times
+from linest.gradients import Exact
+from linest.models.base import AbstractLinearModel
+from linest.models.ctmc import (
+    CTMC,
+    DEFAULT_GRADIENT,
+    CTMCFit,
+    _bucket,
+    _centre,
+    _parse_transition,
+    _unique_rows,
+)
+from linest.models.result import FitResult
+
+__all__ = ["HiddenCTMC", "HiddenCTMCFit", "HiddenStatistics"]
+
+# Visit kinds in HiddenStatistics.kind.
+_NOISY, _TRUE, _EXACT, _PAD = 0, 1, 2, 3
+_TINY = 1e-300
+
+
+class HiddenStatistics(eqx.Module):
+    """Subjects' visits, padded to a rectangle ``(S, T)``.
+
+    ``code``: observed state index; ``kind``: 0 recorded with misclassification, 1 known
+    true (``obstrue``), 2 entry into an exactly-timed state, 3 padding; ``cell``: the
+    (covariate pattern, time step) cell of the interval ending at the visit (0 at the
+    first visit). Cells: ``lag`` (K,), ``group`` (K,) into the patterns ``z`` (G, C).
+    """
+
+    z: jax.Array
+    covariate_means: jax.Array
+    lag: jax.Array
+    group: jax.Array
+    code: jax.Array
+    kind: jax.Array
+    cell: jax.Array
+    num_subjects: int = eqx.field(static=True, default=0)
+    num_visits: int = eqx.field(static=True, default=0)
+    source: str = eqx.field(static=True, default="")
+    subjects: tuple = eqx.field(static=True, default=())
+
+    def for_compute(self) -> HiddenStatistics:
+        """Without the static labels: same-shaped data sets share one compiled program."""
+        return HiddenStatistics(
+            self.z, self.covariate_means, self.lag, self.group, self.code, self.kind, self.cell
+        )
+
+
+class HiddenCTMC(AbstractLinearModel):
+    """A CTMC whose visits record the state with misclassification (a hidden Markov model).
+
+    Parameters
+    ----------
+    states, transitions, exact, covariates, effects, labels
+        The true chain, as for :class:`~linest.CTMC`.
+    misclassification : sequence of "r-s", or a mapping "r-s" -> starting probability
+        True state ``r`` may be recorded as ``s`` (msm's ``ematrix`` pattern; its values
+        are the starting points, default 0.1). States entered at exact times cannot be
+        misclassified.
+    obstrue : str, optional
+        A data column, nonzero where the visit records the true state (msm's ``obstrue``).
+    initial : sequence of float, optional
+        Probabilities of the true state at each subject's first visit (msm's
+        ``initprobs``; default: the first state, as msm).
+
+    Examples
+    --------
+    >>> import linest
+    >>> misc = linest.HiddenCTMC(states=[1, 2, 3, 4],
+    ...     transitions=["1-2", "1-4", "2-3", "2-4", "3-4"], exact=[4],
+    ...     misclassification=["1-2", "2-1", "2-3", "3-2"], obstrue="firstobs")
+    >>> misc.param_names[-1]
+    'eta e(3-2)'
+    """
+
+    chain: CTMC
+    misclassification: tuple[tuple[int, int], ...] = eqx.field(static=True)
+    starting_probabilities: tuple[float, ...] = eqx.field(static=True)
+    obstrue: str | None = eqx.field(static=True)
+    initial: tuple[float, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        states: Sequence,
+        transitions: Sequence,
+        misclassification: Sequence | Mapping,
+        exact: Sequence = (),
+        covariates: Sequence[str] = (),
+        effects: Sequence | None = None,
+        labels: Sequence[str] | None = None,
+        obstrue: str | None = None,
+        initial: Sequence[float] | None = None,
+    ):
+        caller = "HiddenCTMC"
+        self.chain = CTMC(states, transitions, exact, covariates, effects, labels)
+        names = self.chain.states
+        position = {s: i for i, s in enumerate(names)}
+        items = (
+            list(misclassification.items())
+            if isinstance(misclassification, Mapping)
+            else [(item, 0.1) for item in misclassification]
+        )
+        if not items:
+            raise ValueError(
+                f"{caller}: misclassification allows nothing; a chain observed without "
+                "error is a CTMC (model.type = 'ctmc')"
+            )
+        pairs, start = [], []
+        for item, value in items:
+            r, s = _parse_transition(item, f"{caller}: misclassification")
+            for code in (r, s):
+                if code not in position:
+                    raise ValueError(
+                        f"{caller}: misclassification {item!r} names state {code!r}, not one "
+                        f"of the states {', '.join(names)}"
+                    )
+            pair = (position[r], position[s])
+            if pair[0] == pair[1]:
+                raise ValueError(
+                    f"{caller}: misclassification {item!r} maps a state to itself (the "
+                    "diagonal is 1 minus the rest of its row)"
+                )
+            if pair in pairs:
+                raise ValueError(f"{caller}: misclassification {item!r} is listed twice")
+            if pair[0] in self.chain.exact or pair[1] in self.chain.exact:
+                raise ValueError(
+                    f"{caller}: misclassification {item!r} involves state "
+                    f"{names[pair[0] if pair[0] in self.chain.exact else pair[1]]}, whose "
+                    "entry time is exact (model.exact): such states are recorded without error"
+                )
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{caller}: misclassification {item!r}: starting probability {value!r} "
+                    "is not a number"
+                ) from None
+            if not 0 < value < 1:
+                raise ValueError(
+                    f"{caller}: misclassification {item!r}: starting probability {value} is "
+                    "not strictly between 0 and 1"
+                )
+            pairs.append(pair)
+            start.append(value)
+        for r in {p[0] for p in pairs}:
+            total = sum(v for (a, _), v in zip(pairs, start) if a == r)
+            if total >= 1:
+                raise ValueError(
+                    f"{caller}: misclassification of true state {names[r]}: starting "
+                    f"probabilities sum to {total:g} >= 1 (a row of msm's ematrix must sum "
+                    "to less than 1: the rest is recording the state correctly)"
+                )
+        n = len(names)
+        if initial is None:
+            initial = (1.0,) + (0.0,) * (n - 1)
+        initial = tuple(float(x) for x in initial)
+        if len(initial) != n or min(initial) < 0 or abs(sum(initial) - 1) > 1e-9:
+            raise ValueError(
+                f"{caller}: initial must hold {n} probabilities summing to 1, got {list(initial)!r}"
+            )
+        self.misclassification = tuple(pairs)
+        self.starting_probabilities = tuple(start)
+        self.obstrue = obstrue
+        self.initial = initial
+
+    # ------------------------------------------------------------------ the chain's views
+
+    states = property(lambda self: self.chain.states)
+    labels = property(lambda self: self.chain.labels)
+    exact = property(lambda self: self.chain.exact)
+    covariates = property(lambda self: self.chain.covariates)
+    effects = property(lambda self: self.chain.effects)
+    num_states = property(lambda self: self.chain.num_states)
+    num_rates = property(lambda self: self.chain.num_rates)
+    transitions = property(lambda self: self.chain.transitions)
+
+    def transition_name(self, k: int) -> str:
+        return self.chain.transition_name(k)
+
+    def misclassification_name(self, k: int) -> str:
+        r, s = self.misclassification[k]
+        return f"{self.states[r]}-{self.states[s]}"
+
+    @property
+    def _num_chain(self) -> int:
+        return self.chain.num_params
+
+    def generator(self, theta, z=None) -> jax.Array:
+        return self.chain.generator(jnp.asarray(theta)[..., : self._num_chain], z)
+
+    def rates(self, theta, z=None) -> jax.Array:
+        return self.chain.rates(jnp.asarray(theta)[..., : self._num_chain], z)
+
+    def system_matrix(self, theta):
+        return self.generator(theta)
+
+    def exponent_times(self, statistics):
+        return np.asarray(statistics.lag)
+
+    # ------------------------------------------------------------------ parameters
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        own = tuple(
+            f"eta e({self.misclassification_name(k)})" for k in range(len(self.misclassification))
+        )
+        return self.chain.param_names + own
+
+    prior_kinds: ClassVar[tuple[str, ...]] = ("log_rate", "effect", "misclassification")
+
+    @property
+    def param_kinds(self) -> tuple[str, ...]:
+        return self.chain.param_kinds + ("misclassification",) * len(self.misclassification)
+
+    @property
+    def param_positive(self) -> tuple[bool, ...]:
+        return self.chain.param_positive + (False,) * len(self.misclassification)
+
+    def emission_matrix(self, theta) -> jax.Array:
+        """``E[r, s]``: the probability that true state ``r`` is recorded as ``s`` (n, n),
+        or (..., n, n) for a stack of theta."""
+        theta = jnp.asarray(theta)
+        eta = theta[..., self._num_chain :]
+        n = self.num_states
+        rows, cols = (list(x) for x in zip(*self.misclassification))
+        # Multinomial logit against the diagonal: exp(eta) off it, 1 on it, rows normalised.
+        weights = (
+            jnp.zeros((*eta.shape[:-1], n, n), theta.dtype).at[..., rows, cols].set(jnp.exp(eta))
+        )
+        weights = weights + jnp.eye(n, dtype=theta.dtype)
+        return weights / weights.sum(axis=-1, keepdims=True)
+
+    def natural_parameters(self, theta):
+        """The chain's rates (and hazard ratios), and the misclassification probabilities."""
+        out = self.chain.natural_parameters(jnp.asarray(theta)[..., : self._num_chain])
+        E = self.emission_matrix(theta)
+        rows, cols = (list(x) for x in zip(*self.misclassification))
+        # (The variable must not share its dimension's name, or xarray makes it a coordinate.)
+        out["misclassification_probability"] = (
+            E[..., rows, cols],
+            "misclassification",
+            tuple(self.misclassification_name(k) for k in range(len(self.misclassification))),
+        )
+        return out
+
+    # ------------------------------------------------------------------ likelihood
+
+    def _transition_stacks(self, theta, st: HiddenStatistics, gradient):
+        """P per cell (K, n, n), and P Q (K, n, n) for entries into exactly-timed states."""
+        gradient = DEFAULT_GRADIENT if gradient is None else gradient
+        Q = self.generator(theta, st.z)
+        P = expm_times(Q, st.lag, st.group, gradient=gradient)
+        PQ = P @ Q[st.group] if self.exact else P
+        return P, PQ
+
+    def _emissions(self, theta, st: HiddenStatistics) -> jax.Array:
+        """e(o) per visit (S, T, n): the probability of the record given each true state."""
+        E = self.emission_matrix(theta)
+        onehot = jnp.eye(self.num_states, dtype=E.dtype)[st.code]
+        noisy = jnp.swapaxes(E, 0, 1)[st.code]  # row o of E^T: P(record o | true r), all r
+        emit = jnp.where((st.kind == _NOISY)[..., None], noisy, onehot)
+        return jnp.where((st.kind == _PAD)[..., None], 1.0, emit)
+
+    def _steps(self, theta, st: HiddenStatistics, gradient):
+        """Time-major inputs of the recursion: (T, S, n, n) transitions and (T, S, n) emissions."""
+        P, PQ = self._transition_stacks(theta, st, gradient)
+        emit = self._emissions(theta, st)
+        exact = (st.kind == _EXACT)[..., None, None]
+        trans = jnp.where(exact, PQ[st.cell], P[st.cell])  # (S, T, n, n)
+        return jnp.swapaxes(trans, 0, 1), jnp.swapaxes(emit, 0, 1)
+
+    def subject_loglik(self, theta, statistics: HiddenStatistics, gradient=None) -> jax.Array:
+        """Log-likelihood of each subject (S,), by the scaled forward algorithm."""
+        st = statistics
+        theta = jnp.asarray(theta)
+        trans, emit = self._steps(theta, st, gradient)
+        init = jnp.asarray(self.initial, theta.dtype)
+        pad = jnp.swapaxes(st.kind == _PAD, 0, 1)
+
+        def normalise(alpha):
+            c = alpha.sum(axis=-1)
+            return alpha / jnp.where(c > 0, c, 1.0)[..., None], jnp.log(jnp.maximum(c, _TINY))
+
+        alpha, total = normalise(init * emit[0])
+
+        def step(carry, x):
+            alpha, total = carry
+            T, e, padded = x
+            new, log_c = normalise(jnp.einsum("si,sij->sj", alpha, T) * e)
+            alpha = jnp.where(padded[:, None], alpha, new)
+            return (alpha, total + jnp.where(padded, 0.0, log_c)), None
+
+        (_, total), _ = lax.scan(step, (alpha, total), (trans[1:], emit[1:], pad[1:]))
+        return total
+
+    def loglik(self, theta, statistics: HiddenStatistics, gradient=None) -> jax.Array:
+        return jnp.sum(self.subject_loglik(theta, statistics, gradient))
+
+    def pointwise_loglik(self, theta, statistics: HiddenStatistics, gradient=None):
+        """Per subject (the independent units, for LOO)."""
+        return self.subject_loglik(theta, statistics, gradient)
+
+    def observation_labels(self, statistics: HiddenStatistics):
+        return "subject", list(statistics.subjects)
+
+    def viterbi(self, theta, statistics: HiddenStatistics, gradient=None):
+        """The most likely true path of every subject (msm's ``viterbi.msm``): (S, T) state
+        indices, -1 at padding; and the posterior probabilities of the true state at each
+        visit given all of the subject's visits (S, T, n), by forward-backward."""
+        st = statistics
+        theta = jnp.asarray(theta)
+        trans, emit = self._steps(theta, st, Exact() if gradient is None else gradient)
+        pad = jnp.swapaxes(st.kind == _PAD, 0, 1)
+        n = self.num_states
+        with np.errstate(divide="ignore"):
+            log_trans = jnp.log(jnp.maximum(trans, 0.0))
+            log_emit = jnp.log(emit)
+        init = jnp.asarray(self.initial, theta.dtype)
+        identity = jnp.where(jnp.eye(n, dtype=bool), 0.0, -jnp.inf)
+
+        def best(delta, x):
+            lt, le, padded = x
+            lt = jnp.where(padded[:, None, None], identity, lt)
+            le = jnp.where(padded[:, None], 0.0, le)
+            scores = delta[:, :, None] + lt  # (S, from, to)
+            back = jnp.argmax(scores, axis=1)
+            return jnp.max(scores, axis=1) + le, back
+
+        delta0 = jnp.log(init) + log_emit[0]
+        delta, backs = lax.scan(best, delta0, (log_trans[1:], log_emit[1:], pad[1:]))
+        last = jnp.argmax(delta, axis=-1)
+
+        def trace(state, back):
+            previous = jnp.take_along_axis(back, state[:, None], axis=1)[:, 0]
+            return previous, state
+
+        first, path = lax.scan(trace, last, backs, reverse=True)
+        path = jnp.concatenate([first[None], path], axis=0)
+
+        # Forward-backward, scaled, for the posterior state probabilities.
+        def forward(alpha, x):
+            T, e, padded = x
+            new = jnp.einsum("si,sij->sj", alpha, T) * e
+            new = new / new.sum(-1, keepdims=True)
+            alpha = jnp.where(padded[:, None], alpha, new)
+            return alpha, alpha
+
+        a0 = init * emit[0]
+        a0 = a0 / a0.sum(-1, keepdims=True)
+        _, alphas = lax.scan(forward, a0, (trans[1:], emit[1:], pad[1:]))
+        alphas = jnp.concatenate([a0[None], alphas], axis=0)
+
+        def backward(beta, x):
+            T, e, padded = x
+            new = jnp.einsum("sij,sj->si", T, e * beta)
+            new = new / new.sum(-1, keepdims=True)
+            beta = jnp.where(padded[:, None], beta, new)
+            return beta, beta
+
+        ones = jnp.ones_like(a0)
+        _, betas = lax.scan(backward, ones, (trans[1:], emit[1:], pad[1:]), reverse=True)
+        betas = jnp.concatenate([betas, ones[None]], axis=0)
+        post = alphas * betas
+        post = post / post.sum(-1, keepdims=True)
+        path = jnp.where(pad, -1, path)
+        return np.asarray(jnp.swapaxes(path, 0, 1)), np.asarray(jnp.swapaxes(post, 0, 1))
+
+    # ------------------------------------------------------------------ data
+
+    def statistics(self, data: Chains) -> HiddenStatistics:
+        """Subjects' visits, checked: states the model has, an ``obstrue`` column, and no
+        visit after entry into an exactly-timed state."""
+        if isinstance(data, HiddenStatistics):
+            return data
+        if not isinstance(data, Chains) or data.kind != "panel":
+            raise TypeError(
+                "HiddenCTMC.statistics: expected panel Chains from linest.read_chains, got "
+                f"{type(data).__name__}"
+                + (f" of kind {data.kind!r}" if isinstance(data, Chains) else "")
+            )
+        needed = [*self.covariates] + ([self.obstrue] if self.obstrue else [])
+        missing = [c for c in needed if c not in data.covariate_names]
+        if missing:
+            raise DataError(
+                f"{data.source}: the model uses column(s) {missing} but the data were read "
+                f"with covariates {list(data.covariate_names)}; pass covariates=[...] to "
+                "read_chains"
+            )
+        position = {s: i for i, s in enumerate(self.states)}
+        codes = self.chain._codes(data, data.state, position, data.columns["state"])
+        true = (
+            data.covariates[:, data.covariate_names.index(self.obstrue)] != 0
+            if self.obstrue
+            else np.zeros(len(codes), bool)
+        )
+        cov = data.covariates[:, [data.covariate_names.index(c) for c in self.covariates]]
+        names, first = np.unique(data.subject, return_index=True)
+        order = np.argsort(first)
+        names, first = names[order], first[order]
+        counts = np.diff(np.append(first, len(codes)))
+        S, T = len(names), int(counts.max())
+        code = np.zeros((S, T), int)
+        kind = np.full((S, T), _PAD)
+        cell_of = np.zeros((S, T), int)
+        starts = []  # (subject, visit, row of the interval start)
+        for i, (row0, count) in enumerate(zip(first, counts)):
+            rows = np.arange(row0, row0 + count)
+            if np.any(data.subject[rows] != names[i]):
+                raise DataError(
+                    f"{data.source}: subject {names[i]}'s rows are not contiguous; sort the "
+                    "data by subject and time"
+                )
+            code[i, :count] = codes[rows]
+            kind[i, :count] = np.where(true[rows], _TRUE, _NOISY)
+            for k in range(1, count):
+                previous, now = codes[rows[k - 1]], codes[rows[k]]
+                if previous in self.exact:
+                    raise DataError(
+                        f"{data.where(rows[k])}: subject {names[i]} has a visit after entering "
+                        f"state {self.states[previous]} at time {data.time[rows[k - 1]]:g}, "
+                        "which is absorbing with an exact entry time (model.exact)"
+                    )
+                if now in self.exact:
+                    kind[i, k] = _EXACT
+                starts.append((i, k, rows[k - 1]))
+            if count and codes[rows[0]] in self.exact:
+                raise DataError(
+                    f"{data.where(rows[0])}: subject {names[i]}'s first visit is in state "
+                    f"{self.states[codes[rows[0]]]}, entered at an exact time (model.exact)"
+                )
+        subj, visit, row = (
+            (np.array(x, int) for x in zip(*starts)) if starts else [np.zeros(0, int)] * 3
+        )
+        dt = data.time[row + 1] - data.time[row]
+        z_rows, means = _centre(cov[row])
+        patterns, group = _unique_rows(z_rows)
+        scale = float(np.max(dt)) if len(dt) else 1.0
+        decimals = 11 - int(np.floor(np.log10(scale))) if scale > 0 else 11
+        key = np.column_stack([group, np.round(dt, decimals)])
+        _, firsts, cell = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        K = len(firsts)
+        padding = _bucket(K) - K
+        lag = np.concatenate([dt[firsts], np.zeros(padding)])
+        cell_group = np.concatenate([group[firsts], np.zeros(padding, int)])
+        cell_of[subj, visit] = cell.reshape(-1)
+        return HiddenStatistics(
+            z=jnp.asarray(patterns),
+            covariate_means=jnp.asarray(means),
+            lag=jnp.asarray(lag, dtype=float),
+            group=jnp.asarray(cell_group, dtype=jnp.int32),
+            code=jnp.asarray(code, dtype=jnp.int32),
+            kind=jnp.asarray(kind, dtype=jnp.int32),
+            cell=jnp.asarray(cell_of, dtype=jnp.int32),
+            num_subjects=S,
+            num_visits=len(codes),
+            source=data.source,
+            subjects=tuple(str(x) for x in names),
+        )
+
+    def initial_theta(self, statistics: HiddenStatistics) -> np.ndarray:
+        """Crude rates from the recorded states taken at face value (msm's crudeinits:
+        ``q_rs ~ n_rs / T_r``), the chain's effects at 0, and the misclassification
+        probabilities the model was given (default 0.1)."""
+        st = statistics
+        code, kind, cell = (np.asarray(x) for x in (st.code, st.kind, st.cell))
+        lag = np.asarray(st.lag)
+        n = self.num_states
+        counts, time = np.zeros((n, n)), np.zeros(n)
+        live = kind[:, 1:] != _PAD
+        a, b = code[:, :-1][live], code[:, 1:][live]
+        dt = lag[cell[:, 1:][live]]
+        np.add.at(counts, (a, b), 1.0)
+        np.add.at(time, a, dt)
+        rates = np.full(self.num_rates, np.nan)
+        for k, (r, s) in enumerate(self.transitions):
+            if counts[r, s] > 0 and time[r] > 0:
+                rates[k] = counts[r, s] / time[r]
+        seen = rates[np.isfinite(rates)]
+        rates = np.where(np.isfinite(rates), rates, seen.min() / 10 if seen.size else 0.1)
+        eta = np.zeros(len(self.misclassification))
+        for k, ((r, _), p) in enumerate(zip(self.misclassification, self.starting_probabilities)):
+            row_total = sum(
+                v for (a_, _), v in zip(self.misclassification, self.starting_probabilities)
+                if a_ == r
+            )  # fmt: skip
+            eta[k] = np.log(p / (1 - row_total))
+        return np.concatenate([np.log(rates), np.zeros(len(self.effects)), eta])
+
+    # ------------------------------------------------------------------ specs
+
+    spec_keys: ClassVar[dict[str, str]] = {
+        **CTMC.spec_keys,
+        "misclassification": 'true -> recorded pairs, e.g. ["1-2", "2-1"], or a table '
+        '{ "1-2" = 0.1 } of starting probabilities (msm\'s ematrix)',
+        "obstrue": "data column, nonzero where a visit records the true state (msm's obstrue)",
+        "initial": "probabilities of the true state at the first visit (msm's initprobs)",
+    }
+    data_keys: ClassVar[dict[str, str]] = {
+        "kind": '"panel" (the only kind with misclassification)',
+        "subject": "subject column",
+        "time": "time column",
+        "state": "recorded state column",
+        "missing": '"error" (default) or "drop" (msm\'s na.omit)',
+    }
+
+    @classmethod
+    def from_spec(cls, table: dict, where: str) -> HiddenCTMC:
+        for key in ("states", "transitions", "misclassification"):
+            if key not in table:
+                raise ValueError(f"{where}: model.{key} is required")
+        for key in ("states", "transitions"):
+            if not isinstance(table[key], list):
+                raise ValueError(f"{where}: model.{key} must be a list")
+        if not isinstance(table["misclassification"], (list, dict)):
+            raise ValueError(
+                f"{where}: model.misclassification must be a list of 'r-s' pairs or a table"
+            )
+        try:
+            return cls(
+                states=table["states"],
+                transitions=table["transitions"],
+                misclassification=table["misclassification"],
+                exact=table.get("exact", []),
+                covariates=table.get("covariates", []),
+                effects=table.get("effects"),
+                labels=table.get("labels"),
+                obstrue=table.get("obstrue"),
+                initial=table.get("initial"),
+            )
+        except ValueError as error:
+            text = str(error).replace("HiddenCTMC: misclassification", "model.misclassification")
+            text = text.replace("HiddenCTMC: initial", "model.initial")
+            raise ValueError(f"{where}: {text}") from None
+
+    def read_data(self, source, **columns) -> Chains:
+        columns = dict(columns)
+        kind = columns.pop("kind", "panel")
+        if kind != "panel":
+            raise DataError(
+                f"{source}: data.kind = {kind!r}; a chain with misclassification is read "
+                'from panel visits (kind = "panel")'
+            )
+        needed = [*self.covariates] + ([self.obstrue] if self.obstrue else [])
+        return read_chains(source=source, covariates=needed, **columns)
+
+    # ------------------------------------------------------------------ fit hooks
+
+    @property
+    def result_class(self) -> type[FitResult]:
+        return HiddenCTMCFit
+
+    def fit_methods(self, gradient, information_gradient=None):
+        return self.chain.fit_methods(gradient, information_gradient)
+
+    def describe_fit(self, statistics) -> str:
+        st = statistics
+        return (
+            f"CTMC with misclassification (hidden Markov) fit: {st.num_subjects} subjects, "
+            f"{st.num_visits} visits, {int(np.count_nonzero(np.asarray(st.lag)))} distinct "
+            "(covariate pattern, time step) cells"
+        )
+
+
+class HiddenCTMCFit(CTMCFit):
+    """A :class:`HiddenCTMC` fit: the chain's views (intensities, qmatrix, pmatrix,
+    sojourn, hazard ratios) plus the misclassification probabilities and Viterbi paths."""
+
+    def misclassification(self) -> pd.DataFrame:
+        """``P(recorded s | true r)`` for every allowed pair and the diagonal of those rows,
+        with intervals by the delta method on the logit scale (as msm's ``ematrix.msm``)."""
+        model = self.model
+        theta = jnp.asarray(self.theta)
+        E = np.asarray(model.emission_matrix(theta))
+        J = np.asarray(jax.jacobian(lambda t: model.emission_matrix(t))(theta))  # (n, n, p)
+        rows = sorted({r for r, _ in model.misclassification})
+        z = _normal_quantile(self.level)
+        out = []
+        for r in rows:
+            for s in [r] + [s for a, s in model.misclassification if a == r]:
+                e = E[r, s]
+                grad_logit = J[r, s] / (e * (1 - e))
+                se = float(np.sqrt(grad_logit @ self.covariance @ grad_logit))
+                logit = np.log(e / (1 - e))
+                lower, upper = (1 / (1 + np.exp(-(logit + k * z * se))) for k in (-1, 1))
+                out.append(
+                    {
+                        "true": model.states[r],
+                        "recorded": model.states[s],
+                        "estimate": float(e),
+                        "lower": float(lower),
+                        "upper": float(upper),
+                        "se_logit": se,
+                    }
+                )
+        return pd.DataFrame(out).set_index(["true", "recorded"])
+
+    def viterbi(self, data=None) -> pd.DataFrame:
+        """Each visit with the recorded and most likely true state (msm's ``viterbi.msm``)
+        and the posterior probability of every true state."""
+        st = self.statistics if data is None else self.model.statistics(data)
+        path, post = self.model.viterbi(self.theta, st)
+        kind = np.asarray(st.kind)
+        code = np.asarray(st.code)
+        states = self.model.states
+        rows = []
+        for i, subject in enumerate(st.subjects):
+            for k in np.flatnonzero(kind[i] != _PAD):
+                row = {"subject": subject, "visit": int(k), "recorded": states[code[i, k]]}
+                row["fitted"] = states[path[i, k]]
+                row |= {f"p({s})": float(post[i, k, j]) for j, s in enumerate(states)}
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _body(self) -> list[str]:
+        lines = super()._body()
+        lines += ["", f"Misclassification probabilities with {100 * self.level:g}% intervals:"]
+        for label, row in self.misclassification().iterrows():
+            true, recorded = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
+            lines.append(
+                f"  recorded {recorded} | true {true}  {row.estimate:9.5f}  "
+                f"({row.lower:.5f}, {row.upper:.5f})"
+            )
+        return lines
+
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        return super()._tables() | {"misclassification": self.misclassification().reset_index()}
+
+    def plot(self, data):
+        raise NotImplementedError(
+            "fits with misclassification have no prevalence plot yet; see .viterbi()"
+        )
+
+
+def _normal_quantile(level: float) -> float:
+    from scipy.special import ndtri
+
+    return float(ndtri(0.5 + level / 2))

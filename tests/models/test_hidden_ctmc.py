@@ -1,0 +1,224 @@
+"""CTMC with misclassification (msm's hidden Markov model): msm's numbers on cav, brute-force
+enumeration of hidden paths, finite differences, recovery from simulated data, bad input."""
+
+import itertools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import linest
+from linest.data import DataError
+from linest.simulate import misclassify, simulate_panel
+from linest.spec import SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "models" / "cav_misc.toml"
+
+# msm 1.7 (Rscript, benchmarks/ctmc_msm.R cav-misc): the manual's cav example with
+# qmatrix Qm, ematrix 0.1 on 1-2, 2-1, 2-3, 3-2, deathexact = 4, obstrue = firstobs.
+MSM_START = np.log(
+    [0.148, 0.0171, 0.202, 0.081, 0.126] + [0.1 / 0.9, 0.1 / 0.8, 0.1 / 0.8, 0.1 / 0.9]
+)
+MSM_START_M2LL = 4165.847118  # fixedpars = TRUE at the starting values
+MSM_OPT = np.array([-2.412059634, -3.185502174, -1.352302593, -3.401752848, -1.179007699,
+                    -3.58819633, -1.471572715, -2.489864218, -2.039695247])  # fmt: skip
+MSM_M2LL = 3933.737906
+MSM_RATES = {"1-2": 0.08963, "1-4": 0.04136, "2-3": 0.25864, "2-4": 0.03331, "3-4": 0.30758}
+MSM_MISC = {("1", "2"): 0.02690, ("2", "1"): 0.17491, ("2", "3"): 0.06318, ("3", "2"): 0.11510}
+# Intervals msm prints for the rows with one misclassification (delta method, logit scale).
+MSM_MISC_CI = {("1", "2"): (0.01583, 0.04537), ("3", "2"): (0.05732, 0.21768)}
+
+
+@pytest.fixture(scope="module")
+def cav():
+    spec = load_spec(SPEC)
+    data = spec.read_data()
+    return spec.model, data, spec.model.statistics(data)
+
+
+@pytest.fixture(scope="module")
+def cav_fit(cav):
+    model, data, _ = cav
+    return linest.fit(model, data)
+
+
+def test_likelihood_equals_msm_at_its_start_and_at_its_optimum(cav):
+    model, _, st = cav
+    loglik = jax.jit(lambda theta: model.loglik(theta, st.for_compute()))
+    assert abs(-2 * float(loglik(MSM_START)) - MSM_START_M2LL) < 1e-4
+    assert abs(-2 * float(loglik(MSM_OPT)) - MSM_M2LL) < 1e-4
+
+
+def test_fit_matches_msm(cav_fit):
+    fit = cav_fit
+    assert fit.converged
+    # Our maximum is at least msm's (msm's BFGS stops 5e-6 short of it), and within 0.01.
+    assert fit.minus2loglik <= MSM_M2LL + 1e-6
+    assert abs(fit.minus2loglik - MSM_M2LL) < 0.01
+    rates = fit.intensities()["estimate"]
+    for name, value in MSM_RATES.items():
+        # msm's printed 5 decimals, up to its optimiser's stopping point: the largest
+        # difference (q(2-3), 6e-5) is 0.002 standard errors.
+        assert abs(rates[name] - value) < 1.5e-4, name
+    table = fit.misclassification()
+    for key, value in MSM_MISC.items():
+        assert abs(table.loc[key, "estimate"] - value) < 1e-4, key
+    for key, (lower, upper) in MSM_MISC_CI.items():
+        assert abs(table.loc[key, "lower"] - lower) < 5e-5
+        assert abs(table.loc[key, "upper"] - upper) < 1e-4
+    # Rows of E sum to 1; the diagonal is reported too.
+    for true in ("1", "2", "3"):
+        assert abs(table.xs(true, level="true")["estimate"].sum() - 1) < 1e-12
+
+
+def _brute_force(model, theta, st, i):
+    """Every hidden path of subject i: the likelihood, the best path and the marginals."""
+    P, PQ = (np.asarray(x) for x in model._transition_stacks(theta, st, linest.Exact()))
+    E = np.asarray(model.emission_matrix(theta))
+    code, kind, cell = (np.asarray(x)[i] for x in (st.code, st.kind, st.cell))
+    K, n = int((kind != 3).sum()), model.num_states
+    best, best_p, marginal, total = None, -1.0, np.zeros((K, n)), 0.0
+    for path in itertools.product(range(n), repeat=K):
+        p = model.initial[path[0]]
+        for k in range(K):
+            if k:
+                p *= (PQ if kind[k] == 2 else P)[cell[k]][path[k - 1], path[k]]
+            p *= E[path[k], code[k]] if kind[k] == 0 else float(path[k] == code[k])
+            if p == 0:
+                break
+        if p > 0:
+            total += p
+            marginal[np.arange(K), path] += p
+            if p > best_p:
+                best, best_p = path, p
+    return np.log(total), np.array(best), marginal / total
+
+
+def test_forward_viterbi_and_posteriors_equal_enumeration(cav, cav_fit):
+    """msm 1.7's viterbi.msm differs here: at an exact death it uses P where its own
+    likelihood uses P Q, so its posteriors before a death differ (0.049 against 0.074 for
+    subject 100002); with P at deaths ours equal its pstate to 4e-4."""
+    model, _, st = cav
+    theta = cav_fit.theta
+    per_subject = np.asarray(model.subject_loglik(theta, st))
+    path, post = model.viterbi(theta, st)
+    lengths = (np.asarray(st.kind) != 3).sum(axis=1)
+    chosen = [list(st.subjects).index("100002"), *np.flatnonzero(lengths == 5)[:3]]
+    for i in chosen:
+        loglik, best, marginal = _brute_force(model, theta, st, i)
+        K = len(best)
+        assert abs(per_subject[i] - loglik) < 1e-10
+        np.testing.assert_array_equal(path[i, :K], best)
+        np.testing.assert_allclose(post[i, :K], marginal, atol=1e-10)
+    frame = cav_fit.viterbi()
+    assert len(frame) == st.num_visits
+    assert list(frame.loc[frame.subject == "100002", "fitted"]) == [
+        "1",
+        "1",
+        "2",
+        "2",
+        "2",
+        "3",
+        "4",
+    ]
+
+
+SLOW = pytest.mark.slow  # kept out of the default run (10 minutes on 2 cores)
+
+
+@pytest.mark.parametrize(
+    "gradient",
+    [
+        None,
+        linest.Exact(),
+        pytest.param(linest.Exact(kernel="pade"), marks=SLOW),
+        pytest.param(linest.Eigen(fallback=True), marks=SLOW),
+        pytest.param(linest.AutoDiff(), marks=SLOW),
+    ],
+    ids=str,
+)
+def test_gradient_matches_central_differences(cav, gradient):
+    model, _, st = cav
+    theta = jnp.asarray(MSM_OPT + 0.05)
+    f = jax.jit(lambda t: model.loglik(t, st.for_compute(), gradient))
+    g = np.asarray(jax.grad(lambda t: model.loglik(t, st.for_compute(), gradient))(theta))
+    h = 1e-5
+    for j in range(len(theta)):
+        e = jnp.zeros(len(theta)).at[j].set(h)
+        fd = (float(f(theta + e)) - float(f(theta - e))) / (2 * h)
+        assert abs(g[j] - fd) < 2e-5 * max(1.0, abs(fd)), j
+
+
+def test_simulated_hidden_chain_is_recovered(rng):
+    """A 3-state chain (1 -> 2 -> 3 absorbing, exact) recorded with 1 <-> 2 errors."""
+    model = linest.HiddenCTMC(
+        states=[1, 2, 3], transitions=["1-2", "2-1", "1-3", "2-3"], exact=[3],
+        misclassification=["1-2", "2-1"], obstrue="obstrue",
+    )  # fmt: skip
+    truth = np.array([np.log(0.3), np.log(0.2), np.log(0.05), np.log(0.15), -2.5, -1.8])
+    frame = simulate_panel(model.chain, truth[:4], 1500, 8.0, rng, mean_gap=0.8)
+    frame = misclassify(frame, model, truth, rng)
+    data = linest.read_chains(frame, covariates=["obstrue"])
+    fit = linest.fit(model, data)
+    assert fit.converged
+    z = (fit.theta - truth) / fit.se
+    assert np.all(np.abs(z) < 3.5), z
+
+
+def test_command_line_fit_prints_misclassification(tmp_path, capsys):
+    from linest.cli import main
+
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(SPEC), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recorded 2 | true 1    0.0269" in text and "-2 log-likelihood: 3933.7379" in text
+    result = json.loads(out.read_text())
+    assert abs(result["minus2loglik"] - MSM_M2LL) < 0.01
+    assert {row["recorded"] for row in result["misclassification"]} == {"1", "2", "3"}
+
+
+def _spec(tmp_path, model_lines, data_extra=""):
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[model]\ntype = "hidden_ctmc"\nstates = [1, 2, 3, 4]\n'
+        'transitions = ["1-2", "1-4", "2-3", "2-4", "3-4"]\nexact = [4]\n'
+        + model_lines
+        + f'\n[data]\nfile = "{ROOT / "data" / "cav.csv"}"\nsubject = "PTNUM"\n'
+        'time = "years"\nstate = "state"\n' + data_extra
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ("misclassification = []", "misclassification allows nothing"),
+        ('misclassification = { "2-1" = 0.6, "2-3" = 0.5 }', r"true state 2.*sum to 1\.1 >= 1"),
+        ('misclassification = ["1-7"]', "names state '7'"),
+        ('misclassification = ["3-4"]', "involves state 4, whose entry time is exact"),
+        ('misclassification = ["2-2"]', "maps a state to itself"),
+        ('misclassification = { "1-2" = 1.5 }', "not strictly between 0 and 1"),
+        ('misclassification = ["1-2"]\ninitial = [0.5, 0.2]', "model.initial must hold 4"),
+    ],
+)
+def test_bad_misclassification_names_the_field(tmp_path, lines, message):
+    with pytest.raises(SpecError, match=message) as info:
+        load_spec(_spec(tmp_path, lines))
+    assert "m.toml" in str(info.value) and "model." in str(info.value)
+
+
+def test_missing_obstrue_column_and_visits_after_death(tmp_path):
+    spec = load_spec(_spec(tmp_path, 'misclassification = ["1-2"]\nobstrue = "nosuch"'))
+    with pytest.raises(DataError, match="nosuch"):
+        spec.read_data()
+    frame = np.array([[1, 0.0, 1], [1, 1.0, 4], [1, 2.0, 4]])
+    import pandas as pd
+
+    data = linest.read_chains(pd.DataFrame(frame, columns=["subject", "time", "state"]))
+    model = linest.HiddenCTMC([1, 2, 3, 4], ["1-2", "1-4", "2-3", "2-4", "3-4"], ["1-2"], exact=[4])
+    with pytest.raises(DataError, match="visit after entering state 4"):
+        model.statistics(data)
