@@ -627,6 +627,13 @@ class CTMC(AbstractLinearModel):
         "exact": "absorbing states entered at exactly known times (msm's deathexact)",
         "covariates": "covariate columns acting on every intensity",
         "effects": "[transition, covariate] pairs, when not every covariate acts everywhere",
+        # These make the visits a hidden Markov model (linest.HiddenCTMC, the forward
+        # algorithm): see HiddenCTMC.spec_keys.
+        "misclassification": "true -> recorded pairs (msm's ematrix); see hidden_ctmc",
+        "obstrue": "column of visits recording the true state (msm's obstrue)",
+        "initial": "probabilities of the true state at the first visit (msm's initprobs)",
+        "censor": 'codes standing for sets of states, e.g. { "99" = [1, 2, 3] }',
+        "pci": "cut times of piecewise-constant intensities, e.g. [5, 10] (msm's pci)",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "kind": '"panel" (default), "paths", "counts" (long: from, to, count, lag) or "matrix" '
@@ -645,7 +652,13 @@ class CTMC(AbstractLinearModel):
 
     @classmethod
     def from_spec(cls, table: dict, where: str) -> CTMC:
-        """The model from a spec file's ``[model]`` table."""
+        """The model from a spec file's ``[model]`` table: a :class:`HiddenCTMC` when it
+        names misclassification, censor codes or pci cut points."""
+        hidden = ("misclassification", "obstrue", "initial", "censor", "pci")
+        if any(key in table for key in hidden):
+            from linest.models.hidden_ctmc import HiddenCTMC
+
+            return HiddenCTMC.from_spec(table, where)  # type: ignore[return-value]
         for key in ("states", "transitions"):
             if key not in table:
                 raise ValueError(f"{where}: model.{key} is required")

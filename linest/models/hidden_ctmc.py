@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
-from linest.data import Chains, DataError, read_chains
+from linest.data import Chains, DataError, read_chains, state_key
 from linest.engine import expm_times
 from linest.gradients import Exact
 from linest.models.base import AbstractLinearModel
@@ -114,6 +114,9 @@ class HiddenCTMC(AbstractLinearModel):
     """
 
     chain: CTMC
+    data_covariates: tuple[str, ...] = eqx.field(static=True)
+    pci: tuple[float, ...] = eqx.field(static=True)
+    censor: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
     misclassification: tuple[tuple[int, int], ...] = eqx.field(static=True)
     starting_probabilities: tuple[float, ...] = eqx.field(static=True)
     obstrue: str | None = eqx.field(static=True)
@@ -123,27 +126,71 @@ class HiddenCTMC(AbstractLinearModel):
         self,
         states: Sequence,
         transitions: Sequence,
-        misclassification: Sequence | Mapping,
+        misclassification: Sequence | Mapping = (),
         exact: Sequence = (),
         covariates: Sequence[str] = (),
         effects: Sequence | None = None,
         labels: Sequence[str] | None = None,
         obstrue: str | None = None,
         initial: Sequence[float] | None = None,
+        censor: Mapping | None = None,
+        pci: Sequence[float] = (),
     ):
         caller = "HiddenCTMC"
-        self.chain = CTMC(states, transitions, exact, covariates, effects, labels)
+        covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
+        pci = tuple(float(c) for c in pci)
+        if any(c <= 0 for c in pci) or any(b <= a for a, b in zip(pci, pci[1:])):
+            raise ValueError(
+                f"{caller}: pci: cut points must be positive and increasing, got {list(pci)!r}"
+            )
+        periods = tuple(
+            f"timeperiod[{_cut(a)},{_cut(b)})" for a, b in zip(pci, (*pci[1:], float("inf")))
+        )
+        clash = set(periods) & set(covariates)
+        if clash:
+            raise ValueError(f"{caller}: covariate name(s) {sorted(clash)} are reserved for pci")
+        if periods:  # every period acts on every transition, besides the user's effects
+            base = CTMC(states, transitions, exact, covariates, effects, labels)
+            user = [(base.transition_name(t), covariates[c]) for t, c in base.effects]
+            effects = user + [
+                (base.transition_name(t), p) for p in periods for t in range(base.num_rates)
+            ]
+        self.chain = CTMC(states, transitions, exact, (*covariates, *periods), effects, labels)
+        self.data_covariates = covariates
+        self.pci = pci
         names = self.chain.states
         position = {s: i for i, s in enumerate(names)}
+        censored = []
+        for code, members in (censor or {}).items():
+            key = state_key(code)
+            if key in position:
+                raise ValueError(
+                    f"{caller}: censor code {code!r} is also a state of the model; a censor "
+                    "code stands for a set of states"
+                )
+            if isinstance(members, (str, int, float)) or not members:
+                raise ValueError(
+                    f"{caller}: censor code {code!r} must map to a non-empty list of states"
+                )
+            index = []
+            for m in members:
+                if state_key(m) not in position:
+                    raise ValueError(
+                        f"{caller}: censor code {code!r} names state {m!r}, not one of the "
+                        f"states {', '.join(names)}"
+                    )
+                index.append(position[state_key(m)])
+            censored.append((key, tuple(sorted(set(index)))))
+        self.censor = tuple(censored)
         items = (
             list(misclassification.items())
             if isinstance(misclassification, Mapping)
             else [(item, 0.1) for item in misclassification]
         )
-        if not items:
+        if not items and not censored and not pci:
             raise ValueError(
-                f"{caller}: misclassification allows nothing; a chain observed without "
-                "error is a CTMC (model.type = 'ctmc')"
+                f"{caller}: misclassification allows nothing (and no censor codes or pci); "
+                "a chain observed without error is a CTMC (model.type = 'ctmc')"
             )
         pairs, start = [], []
         for item, value in items:
@@ -262,6 +309,8 @@ class HiddenCTMC(AbstractLinearModel):
         theta = jnp.asarray(theta)
         eta = theta[..., self._num_chain :]
         n = self.num_states
+        if not self.misclassification:
+            return jnp.broadcast_to(jnp.eye(n, dtype=theta.dtype), (*eta.shape[:-1], n, n))
         rows, cols = (list(x) for x in zip(*self.misclassification))
         # Multinomial logit against the diagonal: exp(eta) off it, 1 on it, rows normalised.
         weights = (
@@ -273,6 +322,8 @@ class HiddenCTMC(AbstractLinearModel):
     def natural_parameters(self, theta):
         """The chain's rates (and hazard ratios), and the misclassification probabilities."""
         out = self.chain.natural_parameters(jnp.asarray(theta)[..., : self._num_chain])
+        if not self.misclassification:
+            return out
         E = self.emission_matrix(theta)
         rows, cols = (list(x) for x in zip(*self.misclassification))
         # (The variable must not share its dimension's name, or xarray makes it a coordinate.)
@@ -296,8 +347,17 @@ class HiddenCTMC(AbstractLinearModel):
     def _emissions(self, theta, st: HiddenStatistics) -> jax.Array:
         """e(o) per visit (S, T, n): the probability of the record given each true state."""
         E = self.emission_matrix(theta)
-        onehot = jnp.eye(self.num_states, dtype=E.dtype)[st.code]
-        noisy = jnp.swapaxes(E, 0, 1)[st.code]  # row o of E^T: P(record o | true r), all r
+        # Codes 0..n-1 are states, then the censor codes (indicators of their sets), then
+        # "any state" (the visits pci inserts at its cut points).
+        n = self.num_states
+        sets = np.zeros((len(self.censor) + 1, n))
+        for j, (_, members) in enumerate(self.censor):
+            sets[j, list(members)] = 1.0
+        sets[-1] = 1.0
+        sets = jnp.asarray(sets, E.dtype)
+        onehot = jnp.concatenate([jnp.eye(n, dtype=E.dtype), sets])[st.code]
+        # Row o of E^T: P(record o | true r) for every r.
+        noisy = jnp.concatenate([jnp.swapaxes(E, 0, 1), sets])[st.code]
         emit = jnp.where((st.kind == _NOISY)[..., None], noisy, onehot)
         return jnp.where((st.kind == _PAD)[..., None], 1.0, emit)
 
@@ -418,7 +478,7 @@ class HiddenCTMC(AbstractLinearModel):
                 f"{type(data).__name__}"
                 + (f" of kind {data.kind!r}" if isinstance(data, Chains) else "")
             )
-        needed = [*self.covariates] + ([self.obstrue] if self.obstrue else [])
+        needed = [*self.data_covariates] + ([self.obstrue] if self.obstrue else [])
         missing = [c for c in needed if c not in data.covariate_names]
         if missing:
             raise DataError(
@@ -426,23 +486,27 @@ class HiddenCTMC(AbstractLinearModel):
                 f"with covariates {list(data.covariate_names)}; pass covariates=[...] to "
                 "read_chains"
             )
+        n, C = self.num_states, len(self.censor)
         position = {s: i for i, s in enumerate(self.states)}
+        position |= {code: n + j for j, (code, _) in enumerate(self.censor)}
+        anything = n + C
         codes = self.chain._codes(data, data.state, position, data.columns["state"])
         true = (
             data.covariates[:, data.covariate_names.index(self.obstrue)] != 0
             if self.obstrue
             else np.zeros(len(codes), bool)
         )
-        cov = data.covariates[:, [data.covariate_names.index(c) for c in self.covariates]]
+        cov = data.covariates[:, [data.covariate_names.index(c) for c in self.data_covariates]]
+        if self.pci and len(data.time) and self.pci[-1] >= np.max(data.time):
+            raise DataError(
+                f"{data.source}: model.pci: cut point {self.pci[-1]:g} is not before the "
+                f"last visit of any subject (latest visit at time {np.max(data.time):g})"
+            )
         names, first = np.unique(data.subject, return_index=True)
         order = np.argsort(first)
         names, first = names[order], first[order]
         counts = np.diff(np.append(first, len(codes)))
-        S, T = len(names), int(counts.max())
-        code = np.zeros((S, T), int)
-        kind = np.full((S, T), _PAD)
-        cell_of = np.zeros((S, T), int)
-        starts = []  # (subject, visit, row of the interval start)
+        subjects = []  # per subject: visits as (time, code, kind, row of its covariates)
         for i, (row0, count) in enumerate(zip(first, counts)):
             rows = np.arange(row0, row0 + count)
             if np.any(data.subject[rows] != names[i]):
@@ -450,29 +514,46 @@ class HiddenCTMC(AbstractLinearModel):
                     f"{data.source}: subject {names[i]}'s rows are not contiguous; sort the "
                     "data by subject and time"
                 )
-            code[i, :count] = codes[rows]
-            kind[i, :count] = np.where(true[rows], _TRUE, _NOISY)
-            for k in range(1, count):
-                previous, now = codes[rows[k - 1]], codes[rows[k]]
-                if previous in self.exact:
-                    raise DataError(
-                        f"{data.where(rows[k])}: subject {names[i]} has a visit after entering "
-                        f"state {self.states[previous]} at time {data.time[rows[k - 1]]:g}, "
-                        "which is absorbing with an exact entry time (model.exact)"
-                    )
-                if now in self.exact:
-                    kind[i, k] = _EXACT
-                starts.append((i, k, rows[k - 1]))
-            if count and codes[rows[0]] in self.exact:
+            if codes[rows[0]] in self.exact:
                 raise DataError(
                     f"{data.where(rows[0])}: subject {names[i]}'s first visit is in state "
                     f"{self.states[codes[rows[0]]]}, entered at an exact time (model.exact)"
                 )
-        subj, visit, row = (
-            (np.array(x, int) for x in zip(*starts)) if starts else [np.zeros(0, int)] * 3
-        )
-        dt = data.time[row + 1] - data.time[row]
-        z_rows, means = _centre(cov[row])
+            visits = [(data.time[rows[0]], codes[rows[0]], _TRUE if true[rows[0]] else _NOISY,
+                       rows[0])]  # fmt: skip
+            for k in range(1, count):
+                before, row = rows[k - 1], rows[k]
+                if codes[before] in self.exact:
+                    raise DataError(
+                        f"{data.where(row)}: subject {names[i]} has a visit after entering "
+                        f"state {self.states[codes[before]]} at time {data.time[before]:g}, "
+                        "which is absorbing with an exact entry time (model.exact)"
+                    )
+                for cut in self.pci:  # the generator changes here: an unobserved visit
+                    if data.time[before] < cut < data.time[row]:
+                        visits.append((cut, anything, _TRUE, before))
+                kind = _EXACT if codes[row] in self.exact else _TRUE if true[row] else _NOISY
+                visits.append((data.time[row], codes[row], kind, row))
+            subjects.append(visits)
+        S, T = len(names), max(len(v) for v in subjects)
+        code = np.zeros((S, T), int)
+        kind = np.full((S, T), _PAD)
+        cell_of = np.zeros((S, T), int)
+        subj, visit, start, dt, cov_row = [], [], [], [], []
+        for i, visits in enumerate(subjects):
+            for k, (time, c, kd, row) in enumerate(visits):
+                code[i, k], kind[i, k] = c, kd
+                if k:
+                    subj.append(i)
+                    visit.append(k)
+                    start.append(visits[k - 1][0])
+                    dt.append(time - visits[k - 1][0])
+                    cov_row.append(visits[k - 1][3])
+        subj, visit, cov_row = (np.asarray(x, int) for x in (subj, visit, cov_row))
+        start, dt = np.asarray(start, float), np.asarray(dt, float)
+        period = np.searchsorted(np.asarray(self.pci), start, side="right")
+        dummies = (period[:, None] == np.arange(1, len(self.pci) + 1)[None, :]).astype(float)
+        z_rows, means = _centre(np.column_stack([cov[cov_row], dummies]))
         patterns, group = _unique_rows(z_rows)
         scale = float(np.max(dt)) if len(dt) else 1.0
         decimals = 11 - int(np.floor(np.log10(scale))) if scale > 0 else 11
@@ -506,7 +587,7 @@ class HiddenCTMC(AbstractLinearModel):
         lag = np.asarray(st.lag)
         n = self.num_states
         counts, time = np.zeros((n, n)), np.zeros(n)
-        live = kind[:, 1:] != _PAD
+        live = (kind[:, 1:] != _PAD) & (code[:, :-1] < n) & (code[:, 1:] < n)
         a, b = code[:, :-1][live], code[:, 1:][live]
         dt = lag[cell[:, 1:][live]]
         np.add.at(counts, (a, b), 1.0)
@@ -534,6 +615,10 @@ class HiddenCTMC(AbstractLinearModel):
         '{ "1-2" = 0.1 } of starting probabilities (msm\'s ematrix)',
         "obstrue": "data column, nonzero where a visit records the true state (msm's obstrue)",
         "initial": "probabilities of the true state at the first visit (msm's initprobs)",
+        "censor": 'codes standing for sets of states, e.g. { "99" = [1, 2, 3] } (msm\'s '
+        "censor and censor.states)",
+        "pci": "cut times of piecewise-constant intensities, e.g. [5, 10]: each period acts "
+        "on every intensity as a covariate (msm's pci)",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "kind": '"panel" (the only kind with misclassification)',
@@ -545,13 +630,12 @@ class HiddenCTMC(AbstractLinearModel):
 
     @classmethod
     def from_spec(cls, table: dict, where: str) -> HiddenCTMC:
-        for key in ("states", "transitions", "misclassification"):
+        for key in ("states", "transitions"):
             if key not in table:
                 raise ValueError(f"{where}: model.{key} is required")
-        for key in ("states", "transitions"):
             if not isinstance(table[key], list):
                 raise ValueError(f"{where}: model.{key} must be a list")
-        if not isinstance(table["misclassification"], (list, dict)):
+        if not isinstance(table.get("misclassification", []), (list, dict)):
             raise ValueError(
                 f"{where}: model.misclassification must be a list of 'r-s' pairs or a table"
             )
@@ -559,17 +643,20 @@ class HiddenCTMC(AbstractLinearModel):
             return cls(
                 states=table["states"],
                 transitions=table["transitions"],
-                misclassification=table["misclassification"],
+                misclassification=table.get("misclassification", ()),
                 exact=table.get("exact", []),
                 covariates=table.get("covariates", []),
                 effects=table.get("effects"),
                 labels=table.get("labels"),
                 obstrue=table.get("obstrue"),
                 initial=table.get("initial"),
+                censor=table.get("censor"),
+                pci=table.get("pci", ()),
             )
         except ValueError as error:
-            text = str(error).replace("HiddenCTMC: misclassification", "model.misclassification")
-            text = text.replace("HiddenCTMC: initial", "model.initial")
+            text = str(error)
+            for field in ("misclassification", "initial", "censor", "pci"):
+                text = text.replace(f"HiddenCTMC: {field}", f"model.{field}")
             raise ValueError(f"{where}: {text}") from None
 
     def read_data(self, source, **columns) -> Chains:
@@ -580,7 +667,7 @@ class HiddenCTMC(AbstractLinearModel):
                 f"{source}: data.kind = {kind!r}; a chain with misclassification is read "
                 'from panel visits (kind = "panel")'
             )
-        needed = [*self.covariates] + ([self.obstrue] if self.obstrue else [])
+        needed = [*self.data_covariates] + ([self.obstrue] if self.obstrue else [])
         return read_chains(source=source, covariates=needed, **columns)
 
     # ------------------------------------------------------------------ fit hooks
@@ -594,10 +681,22 @@ class HiddenCTMC(AbstractLinearModel):
 
     def describe_fit(self, statistics) -> str:
         st = statistics
+        features = [
+            name
+            for name, on in (
+                ("misclassification", self.misclassification),
+                ("censored states", self.censor),
+                (
+                    f"piecewise-constant intensities (cuts {', '.join(map(_cut, self.pci))})",
+                    self.pci,
+                ),
+            )
+            if on
+        ]
         return (
-            f"CTMC with misclassification (hidden Markov) fit: {st.num_subjects} subjects, "
-            f"{st.num_visits} visits, {int(np.count_nonzero(np.asarray(st.lag)))} distinct "
-            "(covariate pattern, time step) cells"
+            f"CTMC with {', '.join(features)} (forward algorithm) fit: {st.num_subjects} "
+            f"subjects, {st.num_visits} visits, {int(np.count_nonzero(np.asarray(st.lag)))} "
+            "distinct (covariate pattern, time step) cells"
         )
 
 
@@ -642,10 +741,13 @@ class HiddenCTMCFit(CTMCFit):
         kind = np.asarray(st.kind)
         code = np.asarray(st.code)
         states = self.model.states
+        recorded = [*states, *(key for key, _ in self.model.censor)]
         rows = []
         for i, subject in enumerate(st.subjects):
             for k in np.flatnonzero(kind[i] != _PAD):
-                row = {"subject": subject, "visit": int(k), "recorded": states[code[i, k]]}
+                if code[i, k] >= len(recorded):  # a cut point of pci, not a visit
+                    continue
+                row = {"subject": subject, "visit": int(k), "recorded": recorded[code[i, k]]}
                 row["fitted"] = states[path[i, k]]
                 row |= {f"p({s})": float(post[i, k, j]) for j, s in enumerate(states)}
                 rows.append(row)
@@ -653,6 +755,8 @@ class HiddenCTMCFit(CTMCFit):
 
     def _body(self) -> list[str]:
         lines = super()._body()
+        if not self.model.misclassification:
+            return lines
         lines += ["", f"Misclassification probabilities with {100 * self.level:g}% intervals:"]
         for label, row in self.misclassification().iterrows():
             true, recorded = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
@@ -663,12 +767,20 @@ class HiddenCTMCFit(CTMCFit):
         return lines
 
     def _tables(self) -> dict[str, pd.DataFrame]:
-        return super()._tables() | {"misclassification": self.misclassification().reset_index()}
+        tables = super()._tables()
+        if self.model.misclassification:
+            tables["misclassification"] = self.misclassification().reset_index()
+        return tables
 
     def plot(self, data):
         raise NotImplementedError(
             "fits with misclassification have no prevalence plot yet; see .viterbi()"
         )
+
+
+def _cut(value: float) -> str:
+    """A cut point as msm labels it: 5 -> '5', 2.5 -> '2.5', inf -> 'Inf'."""
+    return "Inf" if np.isinf(value) else f"{value:g}"
 
 
 def _normal_quantile(level: float) -> float:

@@ -222,3 +222,77 @@ def test_missing_obstrue_column_and_visits_after_death(tmp_path):
     model = linest.HiddenCTMC([1, 2, 3, 4], ["1-2", "1-4", "2-3", "2-4", "3-4"], ["1-2"], exact=[4])
     with pytest.raises(DataError, match="visit after entering state 4"):
         model.statistics(data)
+
+
+CAV_TRANSITIONS = ["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"]
+CAV_START = np.log([0.25, 0.25, 0.166, 0.166, 0.166, 0.25, 0.25])  # msm's crudeinits
+
+
+def _cav_frame():
+    import pandas as pd
+
+    return pd.read_csv(ROOT / "data" / "cav.csv")
+
+
+def test_piecewise_constant_intensities_match_msm(tmp_path):
+    """msm(..., deathexact = 4, pci = c(5, 10)): -2LL 4908.816768 at the start (all
+    period effects 0), 3882.088319 at its optimum; hazard ratios of [5, 10)."""
+    path = tmp_path / "pci.toml"
+    path.write_text(
+        '[model]\ntype = "ctmc"\nstates = [1, 2, 3, 4]\n'
+        f"transitions = {CAV_TRANSITIONS!r}\nexact = [4]\npci = [5, 10]\n"
+        f'[data]\nfile = "{ROOT / "data" / "cav.csv"}"\nsubject = "PTNUM"\ntime = "years"\n'
+        'state = "state"\n'
+    )
+    spec = load_spec(path)
+    model, data = spec.model, spec.read_data()
+    assert isinstance(model, linest.HiddenCTMC)
+    st = model.statistics(data)
+    start = np.r_[CAV_START, np.zeros(14)]
+    assert abs(-2 * float(jax.jit(model.loglik)(start, st.for_compute())) - 4908.816768) < 1e-4
+    with pytest.warns(UserWarning, match="timeperiod\\[10,Inf\\) \\(3-4\\) is weakly identified"):
+        fit = linest.fit(model, data)
+    assert fit.minus2loglik <= 3882.088319 + 1e-6 and abs(fit.minus2loglik - 3882.088319) < 0.01
+    hr = fit.hazard_ratios()["hr"]
+    msm = {"1-2": 2.1427, "1-4": 0.7171, "2-1": 0.8827, "2-3": 0.9617, "3-2": 1.2513, "3-4": 1.4035}
+    for name, value in msm.items():
+        assert abs(hr[("timeperiod[5,10)", name)] / value - 1) < 1e-3, name
+    rates = fit.intensities()["estimate"]
+    for name, value in {"1-2": 0.13888, "1-4": 0.03844, "2-1": 0.23556, "3-2": 0.16218}.items():
+        assert abs(rates[name] - value) < 1e-4, name
+
+
+def test_censored_states_match_msm():
+    """Survivors' last visits recorded as 99 (alive, state 1, 2 or 3 unknown): msm's
+    censor = 99, censor.states = c(1, 2, 3); -2LL 4442.354770 at the start, 3566.720689
+    at its optimum."""
+    frame = _cav_frame()
+    last = ~frame.duplicated("PTNUM", keep="last") & (frame.state != 4)
+    frame.loc[last, "state"] = 99
+    model = linest.HiddenCTMC([1, 2, 3, 4], CAV_TRANSITIONS, exact=[4], censor={99: [1, 2, 3]})
+    data = linest.read_chains(frame, subject="PTNUM", time="years", state="state")
+    st = model.statistics(data)
+    assert abs(-2 * float(jax.jit(model.loglik)(CAV_START, st.for_compute())) - 4442.354770) < 1e-4
+    fit = linest.fit(model, data)
+    assert abs(fit.minus2loglik - 3566.720689) < 0.01
+    msm = {"1-2": 0.13859, "1-4": 0.04260, "2-1": 0.24612, "2-3": 0.41728, "2-4": 0.02209,
+           "3-2": 0.13291, "3-4": 0.30762}  # fmt: skip
+    rates = fit.intensities()["estimate"]
+    for name, value in msm.items():
+        assert abs(rates[name] - value) < 5e-5, name
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ("pci = [10, 5]", "model.pci: cut points must be positive and increasing"),
+        ("pci = [5, 50]", "model.pci: cut point 50 is not before the last visit"),
+        ('censor = { "99" = [] }', "model.censor code '99' must map to a non-empty list"),
+        ('censor = { "99" = [1, 7] }', "censor code '99' names state 7"),
+        ('censor = { "2" = [1, 3] }', "censor code '2' is also a state"),
+    ],
+)
+def test_bad_pci_and_censor_name_the_field(tmp_path, lines, message):
+    with pytest.raises((SpecError, DataError), match=message):
+        spec = load_spec(_spec(tmp_path, lines))
+        spec.model.statistics(spec.read_data())
