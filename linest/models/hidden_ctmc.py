@@ -26,6 +26,7 @@ distinct (covariate pattern, time step) cells, with the engine's gradient method
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -139,7 +140,7 @@ class HiddenCTMC(AbstractLinearModel):
         caller = "HiddenCTMC"
         covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
         pci = tuple(float(c) for c in pci)
-        if any(c <= 0 for c in pci) or any(b <= a for a, b in zip(pci, pci[1:])):
+        if any(c <= 0 for c in pci) or any(b <= a for a, b in itertools.pairwise(pci)):
             raise ValueError(
                 f"{caller}: pci: cut points must be positive and increasing, got {list(pci)!r}"
             )
@@ -541,7 +542,7 @@ class HiddenCTMC(AbstractLinearModel):
         cell_of = np.zeros((S, T), int)
         subj, visit, start, dt, cov_row = [], [], [], [], []
         for i, visits in enumerate(subjects):
-            for k, (time, c, kd, row) in enumerate(visits):
+            for k, (time, c, kd, _) in enumerate(visits):
                 code[i, k], kind[i, k] = c, kd
                 if k:
                     subj.append(i)
