@@ -520,7 +520,7 @@ class HiddenCTMC(AbstractLinearModel):
                     f"{data.where(rows[0])}: subject {names[i]}'s first visit is in state "
                     f"{self.states[codes[rows[0]]]}, entered at an exact time (model.exact)"
                 )
-            visits = [(data.time[rows[0]], codes[rows[0]], _TRUE if true[rows[0]] else _NOISY,
+            visits: list[tuple] = [(float(data.time[rows[0]]), codes[rows[0]], _TRUE if true[rows[0]] else _NOISY,
                        rows[0])]  # fmt: skip
             for k in range(1, count):
                 before, row = rows[k - 1], rows[k]
