@@ -23,6 +23,7 @@ from linest.gradients.coarse import CoarseGrid
 from linest.models import (
     CTMC,
     AdvectionDiffusion,
+    Constrained,
     Dose,
     HiddenCTMC,
     LinearODE,
@@ -47,6 +48,7 @@ __all__ = [
     "Asymptotic",
     "AutoDiff",
     "CoarseGrid",
+    "Constrained",
     "DataError",
     "Dose",
     "Eigen",

@@ -52,9 +52,11 @@ def load_spec(path) -> Spec:
             raw = tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML ({error})") from None
-    unknown = set(raw) - {"model", "data", "priors"}
+    unknown = set(raw) - {"model", "data", "priors", "constraints"}
     if unknown:
-        raise SpecError(f"{path}: unknown table(s) {sorted(unknown)}; expected model, data, priors")
+        raise SpecError(
+            f"{path}: unknown table(s) {sorted(unknown)}; expected model, data, priors, constraints"
+        )
     model_table = _table(raw, "model", path)
     data_table = _table(raw, "data", path)
     priors = raw.get("priors", {})
@@ -76,6 +78,9 @@ def load_spec(path) -> Spec:
             text if text.startswith(str(path)) else f"{path}: [model]: {text}"
         ) from None
 
+    if "constraints" in raw:
+        model = _constrain(model, raw["constraints"], path)
+
     _no_unknown(data_table, {"file", *cls.data_keys}, "data", path)
     if "file" not in data_table:
         raise SpecError(f"{path}: data.file is required (a path relative to the spec file)")
@@ -96,6 +101,26 @@ def load_spec(path) -> Spec:
                 raise SpecError(f"{path}: data.{key} = {data[key]!r}: {other}: no such file")
             data[key] = other
     return Spec(path=path, model=model, data=data, priors=priors)
+
+
+def _constrain(model, table, path):
+    """``[constraints]``: ``equal = [[names...], ...]`` and ``fixed = { name = value }``."""
+    from linest.models.constrained import Constrained
+
+    if not isinstance(table, dict):
+        raise SpecError(f"{path}: [constraints] must be a table")
+    _no_unknown(table, {"equal", "fixed"}, "constraints", path)
+    equal, fixed = table.get("equal", []), table.get("fixed", {})
+    if not isinstance(equal, list) or not all(isinstance(g, list) for g in equal):
+        raise SpecError(f"{path}: constraints.equal must be a list of lists of parameter names")
+    if not isinstance(fixed, dict):
+        raise SpecError(f"{path}: constraints.fixed must be a table {{ name = value }}")
+    try:
+        return Constrained(model, equal=equal, fixed=fixed)
+    except ValueError as error:
+        raise SpecError(
+            f"{path}: [constraints]: {str(error).removeprefix('Constrained: ')}"
+        ) from None
 
 
 def _table(raw, name, path) -> dict:

@@ -7,6 +7,7 @@ from linest.models.advection_diffusion import (
     write_snapshots,
 )
 from linest.models.base import AbstractLinearModel
+from linest.models.constrained import Constrained
 from linest.models.ctmc import CTMC, CTMCStatistics
 from linest.models.hidden_ctmc import HiddenCTMC
 from linest.models.linear_ode import Dose, LinearODE, Series, read_doses, read_series
@@ -30,6 +31,7 @@ __all__ = [
     "AbstractLinearModel",
     "AdvectionDiffusion",
     "CTMCStatistics",
+    "Constrained",
     "Counts",
     "Dose",
     "HiddenCTMC",
