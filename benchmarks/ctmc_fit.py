@@ -21,6 +21,11 @@ Measured in one run, side by side with the named peer:
 6. large: the 100-state birth-death chain (--large-subjects simulated subjects, panel
    data) fitted with standard errors, first call (compiling included), with the
    process's peak resident memory.
+7. msm's other features on cav: misclassification (models/cav_misc.toml, the msm manual's
+   hidden Markov example), piecewise-constant intensities (pci = 5, 10) and survivors'
+   last state censored (99 = 1, 2 or 3): linest.fit after a warm-up fit (median of
+   --fits) against msm's fit (median of --fits after a warm-up, one R process), -2LL of
+   both. Target (misclassification): >= 10x faster than msm.
 4. scaling: simulated panel data from birth-death chains on 10, 30, 100 states (i -> i+1,
    i+1 -> i, last state absorbing; 2n - 3 rates) for --subjects subjects: cells, value +
    gradient time (default, Eigen(), Exact()), full fit time and iterations. msm on the
@@ -238,6 +243,68 @@ def part_cav(args) -> dict:
         },
         "msm": msm,
     }
+
+
+def part_hidden(args) -> dict:
+    """Part 7: the forward-algorithm fits (misclassification, pci, censoring) against msm."""
+    import pandas as pd
+
+    frame = pd.read_csv(ROOT / "data" / "cav.csv")
+    transitions = ["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"]
+    columns = {"subject": "PTNUM", "time": "years", "state": "state"}
+    censored = frame.copy()
+    last = ~censored.duplicated("PTNUM", keep="last") & (censored.state != 4)
+    censored.loc[last, "state"] = 99
+    misc = load_spec(ROOT / "models" / "cav_misc.toml")
+    cases = {
+        "misclassification": (misc.model, misc.read_data()),
+        "pci": (
+            linest.HiddenCTMC([1, 2, 3, 4], transitions, exact=[4], pci=[5, 10]),
+            linest.read_chains(frame, **columns),
+        ),
+        "censor": (
+            linest.HiddenCTMC([1, 2, 3, 4], transitions, exact=[4], censor={99: [1, 2, 3]}),
+            linest.read_chains(censored, **columns),
+        ),
+    }
+    out = {}
+    for name, (model, data) in cases.items():
+        first, first_seconds = timed(lambda m=model, d=data: fit_quietly(m, d))
+        times = [timed(lambda m=model, d=data: fit_quietly(m, d))[1] for _ in range(args.fits)]
+        out[name] = {
+            "first_seconds": first_seconds,
+            "seconds": times,
+            "median": statistics.median(times),
+            "minus2loglik": first.minus2loglik,
+            "converged": first.converged,
+            "iterations": first.iterations,
+        }
+        log(f"hidden: {name} fit {statistics.median(times):.3f} s, -2LL {first.minus2loglik:.6f}")
+    log(f"hidden: msm, {args.fits} fits each in one R process")
+    out["msm"] = run_r("cav-misc-bench", args.fits, timeout=1800)
+    return out
+
+
+def report_hidden(hidden) -> list[str]:
+    if not hidden:
+        return []
+    msm = hidden["msm"]
+    lines = [
+        "",
+        "## 7. msm's other features on cav: linest.fit (after a warm-up fit) against msm",
+        "",
+        "| model | linest fit s (first) | msm fit s | msm / linest | -2LL linest | -2LL msm |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("misclassification", "pci", "censor"):
+        ours, theirs = hidden[name], msm[name]
+        peer = statistics.median(theirs["fit_seconds"])
+        lines.append(
+            f"| {name} | {ours['median']:.3f} ({ours['first_seconds']:.1f}) | {peer:.3f} | "
+            f"{peer / ours['median']:.1f}x | {ours['minus2loglik']:.6f} | "
+            f"{theirs['minus2loglik']:.6f} |"
+        )
+    return lines
 
 
 def part_process(args) -> dict:
@@ -696,7 +763,7 @@ def main(argv=None):
     parser.add_argument("--msm-timeout", type=float, default=300)
     parser.add_argument(
         "--skip", nargs="*", default=[],
-        choices=["cav", "process", "scaling", "ratings", "large"],
+        choices=["cav", "process", "scaling", "ratings", "large", "hidden"],
     )  # fmt: skip
     parser.add_argument("--gibbs", type=int, default=1000, help="ctmcd Gibbs iterations")
     parser.add_argument("--large-states", type=int, default=100)
@@ -725,14 +792,15 @@ def main(argv=None):
             msm_scale = msm_scaling(args)
     ratings = part_ratings(args) if "ratings" not in args.skip else None
     large = part_large(args) if "large" not in args.skip else None
+    hidden = part_hidden(args) if "hidden" not in args.skip else None
     text = report(facts, cav, process, scaling, msm_scale, args)
-    text += "\n".join(report_new(ratings, large))
+    text += "\n".join(report_new(ratings, large) + report_hidden(hidden))
     print(text)
     print(f"\n(benchmark wall time {time.perf_counter() - start:.0f} s)")
     if args.json:
         payload = {"facts": facts, "args": vars(args), "cav": cav, "process": process,
                    "scaling": scaling, "msm_scaling": msm_scale, "ratings": ratings,
-                   "large": large}  # fmt: skip
+                   "large": large, "hidden": hidden}  # fmt: skip
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 

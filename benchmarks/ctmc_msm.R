@@ -7,6 +7,9 @@
 #       FITS timed fits after one warm-up fit, then EVALS timed calls each of msm's own
 #       likelihood (msm:::lik.msm) and gradient (msm:::deriv.msm) at THETA (log-rates,
 #       comma-separated, in the order 1-2,1-4,2-1,2-3,2-4,3-2,3-4); JSON on the last line
+#   Rscript benchmarks/ctmc_msm.R cav-misc-bench FITS
+#       FITS timed fits each (after a warm-up fit) of cav with misclassification (the msm
+#       manual's example), with pci = c(5, 10), and with survivors' last state censored
 #   Rscript benchmarks/ctmc_msm.R csv PATH NSTATES FITS
 #       birth-death chain on NSTATES states (i -> i+1, i+1 -> i, last state absorbing),
 #       panel data in PATH (columns subject, time, state); FITS timed fits; JSON
@@ -78,6 +81,33 @@ if (mode == "cav-fit") {
     deriv_seconds = as.numeric(timed$median[[2]]),
     both_seconds = as.numeric(timed$median[[3]])
   )))
+} else if (mode == "cav-misc-bench") {
+  # The msm manual's misclassification model, then pci = c(5, 10) and survivors' last
+  # visit censored (99 = state 1, 2 or 3), each fitted FITS times after a warm-up fit.
+  fits <- as.integer(args[[2]])
+  Qm <- rbind(c(0, 0.148, 0, 0.0171), c(0, 0, 0.202, 0.081), c(0, 0, 0, 0.126), c(0, 0, 0, 0))
+  E <- rbind(c(0, 0.1, 0, 0), c(0.1, 0, 0.1, 0), c(0, 0.1, 0, 0), c(0, 0, 0, 0))
+  cav2 <- cav
+  last <- !duplicated(cav2$PTNUM, fromLast = TRUE) & cav2$state != 4
+  cav2$state[last] <- 99
+  Q0 <- crudeinits.msm(state ~ years, PTNUM, data = cav, qmatrix = cav_q)
+  runs <- list(
+    misclassification = function() msm(state ~ years, subject = PTNUM, data = cav,
+      qmatrix = Qm, ematrix = E, deathexact = 4, obstrue = firstobs),
+    pci = function() msm(state ~ years, subject = PTNUM, data = cav, qmatrix = Q0,
+      deathexact = 4, pci = c(5, 10)),
+    censor = function() msm(state ~ years, subject = PTNUM, data = cav2, qmatrix = Q0,
+      deathexact = 4, censor = 99, censor.states = c(1, 2, 3))
+  )
+  out <- list()
+  for (name in names(runs)) {
+    x <- runs[[name]]()
+    seconds <- numeric(fits)
+    for (i in seq_len(fits)) seconds[i] <- elapsed(x <- runs[[name]]())
+    out[[name]] <- list(fit_seconds = seconds, minus2loglik = x$minus2loglik,
+                        converged = x$opt$convergence == 0)
+  }
+  emit(c(versions(), out))
 } else if (mode == "csv") {
   path <- args[[2]]
   n <- as.integer(args[[3]])
