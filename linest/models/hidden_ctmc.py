@@ -461,7 +461,8 @@ class HiddenCTMC(AbstractLinearModel):
         ones = jnp.ones_like(a0)
         _, betas = lax.scan(backward, ones, (trans[1:], emit[1:], pad[1:]), reverse=True)
         betas = jnp.concatenate([betas, ones[None]], axis=0)
-        post = alphas * betas
+        # Clipped at 0: P Q has entries of order -1e-17 where the exact value is 0.
+        post = jnp.maximum(alphas * betas, 0.0)
         post = post / post.sum(-1, keepdims=True)
         path = jnp.where(pad, -1, path)
         return np.asarray(jnp.swapaxes(path, 0, 1)), np.asarray(jnp.swapaxes(post, 0, 1))
