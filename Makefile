@@ -48,6 +48,7 @@ demo: $(VENV)/.installed-test
 	$(BIN)/linest fit models/cav.toml --plot cav-prevalence.png
 	$(BIN)/linest fit models/cav.toml --covariates sex
 	$(BIN)/linest fit models/ratings.toml
+	$(BIN)/linest fit models/cav_misc.toml
 	$(BIN)/linest sample models/cav.toml --chains 4 --warmup 300 --draws 300 --out cav-posterior.nc --overwrite --plots cav
 	$(BIN)/python examples/compare_gradients.py
 	$(BIN)/linest fit models/advection_diffusion_2d.toml --plot ad-fit.png
