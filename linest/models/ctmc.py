@@ -922,6 +922,9 @@ class CTMCFit(FitResult):
                     "profile likelihood"
                 )
                 continue
+            if row.se_log == 0:  # held fixed (linest.Constrained)
+                lines.append(f"  q({name:>7})  {row.estimate:10.5f}  (fixed)")
+                continue
             lines.append(
                 f"  q({name:>7})  {row.estimate:10.5f}  ({row.lower:.5f}, {row.upper:.5f})"
             )

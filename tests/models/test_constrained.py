@@ -105,3 +105,17 @@ def test_spec_constraints_and_their_errors(tmp_path):
         with pytest.raises(SpecError, match=message) as info:
             load_spec(path)
         assert "c.toml" in str(info.value)
+
+
+def test_command_line_prints_fixed_rates(tmp_path, capsys):
+    from linest.cli import main
+
+    text = (
+        (ROOT / "models" / "cav.toml")
+        .read_text()
+        .replace('file = "../data/cav.csv"', f'file = "{ROOT / "data" / "cav.csv"}"')
+    )
+    path = tmp_path / "c.toml"
+    path.write_text(text + '\n[constraints]\nfixed = { "log q(3-4)" = -1.5 }\n')
+    assert main(["fit", str(path)]) == 0
+    assert "q(    3-4)     0.22313  (fixed)" in capsys.readouterr().out
