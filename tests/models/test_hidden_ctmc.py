@@ -298,11 +298,10 @@ def test_bad_pci_and_censor_name_the_field(tmp_path, lines, message):
         spec.model.statistics(spec.read_data())
 
 
-def test_covariates_and_initial_probabilities_match_msm(cav):
+def test_covariates_and_initial_probabilities_match_msm():
     """msm: the misclassification model with covariates = ~ sex (-2LL 3921.636750 at its
     optimum), and without obstrue but initprobs = c(0.9, 0.1, 0, 0) (4416.466661 at the
     starting values)."""
-    model, data, _ = cav
     with_sex = linest.HiddenCTMC(
         [1, 2, 3, 4], ["1-2", "1-4", "2-3", "2-4", "3-4"], ["1-2", "2-1", "2-3", "3-2"],
         exact=[4], covariates=["sex"], obstrue="firstobs",
