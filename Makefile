@@ -26,12 +26,17 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 .PHONY: test test-slow lint bench demo clean
 # Two processes: XLA's CPU compiler segfaulted (three times, at different compilations)
 # late in one process running the whole suite, never in a shorter one; one process per
-# module would recompile what modules share (2-3 minutes more).
+# module would recompile what modules share (2-3 minutes more). They run side by side
+# (the suite is mostly single-threaded compilation: on 2 cores this takes about 2/3 of
+# the wall time of one after the other); the second one's output follows the first's.
 TESTS_1 = tests/gradients $(wildcard tests/test_*.py) tests/models/test_advection_diffusion.py tests/models/test_ctmc.py
 TESTS_2 = $(filter-out $(TESTS_1),$(wildcard tests/models/test_*.py))
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_1)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_2)
+	@log=$$(mktemp); \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_2) > $$log 2>&1 & pid=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_1); first=$$?; \
+	wait $$pid; second=$$?; cat $$log; rm -f $$log; \
+	test $$first -eq 0 && test $$second -eq 0
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m slow

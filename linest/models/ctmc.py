@@ -802,14 +802,19 @@ class CTMCFit(FitResult):
         """exp(beta) per covariate and transition with 95% intervals."""
         m = self.model
         R = m.num_rates
-        beta, se = self.theta[R:], self.se[R:]
+        effects = slice(R, R + len(m.effects))  # (a hidden chain's misclassification follows)
+        beta, se = self.theta[effects], self.se[effects]
         index = pd.MultiIndex.from_tuples(
             [(m.covariates[c], m.transition_name(t)) for t, c in m.effects],
             names=["covariate", "transition"],
         )
         lower, upper, _ = self.theta_intervals()
         with np.errstate(over="ignore"):
-            table = {"hr": np.exp(beta), "lower": np.exp(lower[R:]), "upper": np.exp(upper[R:])}
+            table = {
+                "hr": np.exp(beta),
+                "lower": np.exp(lower[effects]),
+                "upper": np.exp(upper[effects]),
+            }
         return pd.DataFrame(
             {k: table[k] for k in ("hr", "lower", "upper")} | {"beta": beta, "se": se},
             index=index,

@@ -265,6 +265,25 @@ class HiddenCTMC(AbstractLinearModel):
     def transition_name(self, k: int) -> str:
         return self.chain.transition_name(k)
 
+    def with_covariates(self, covariates: Sequence[str]) -> HiddenCTMC:
+        """The same model with every covariate acting on every intensity (CLI --covariates)."""
+        names = self.states
+        return HiddenCTMC(
+            states=names,
+            transitions=[(names[r], names[s]) for r, s in self.transitions],
+            misclassification={
+                f"{names[r]}-{names[s]}": p
+                for (r, s), p in zip(self.misclassification, self.starting_probabilities)
+            },
+            exact=[names[e] for e in self.exact],
+            covariates=covariates,
+            labels=self.labels,
+            obstrue=self.obstrue,
+            initial=self.initial,
+            censor={code: [names[i] for i in members] for code, members in self.censor},
+            pci=self.pci,
+        )
+
     def misclassification_name(self, k: int) -> str:
         r, s = self.misclassification[k]
         return f"{self.states[r]}-{self.states[s]}"

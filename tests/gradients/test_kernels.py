@@ -115,6 +115,7 @@ def test_float32(rng):
         assert rel(R, sl.expm(A)) < 2e-6
 
 
+@pytest.mark.slow  # 10 s: kept out of the default run (10 minutes on 2 cores)
 def test_kernels_agree_through_the_engine(rng):
     """Value, gradient and Hessian of a loss through linest.expm: both kernels."""
     M, G = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))

@@ -110,9 +110,8 @@ def test_forward_mode_matches_scipy(rng, family, gradient):
     assert rel(L2, L_ref) < 1e-10
 
 
-ALL = {
+ALL = {  # (the Pade kernel's batching: test_kernels.py)
     "exact": linest.Exact(),
-    "exact-pade": linest.Exact(kernel="pade"),
     "eigen": linest.Eigen(fallback=True),
     "left": linest.Surrogate("left"),
     "right": linest.Surrogate("right"),

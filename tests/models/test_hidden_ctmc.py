@@ -153,20 +153,16 @@ def test_gradient_matches_central_differences(cav, gradient):
         assert abs(g[j] - fd) < 2e-5 * max(1.0, abs(fd)), j
 
 
-def test_simulated_hidden_chain_is_recovered(rng):
-    """A 3-state chain (1 -> 2 -> 3 absorbing, exact) recorded with 1 <-> 2 errors."""
-    model = linest.HiddenCTMC(
-        states=[1, 2, 3], transitions=["1-2", "2-1", "1-3", "2-3"], exact=[3],
-        misclassification=["1-2", "2-1"], obstrue="obstrue",
-    )  # fmt: skip
-    truth = np.array([np.log(0.3), np.log(0.2), np.log(0.05), np.log(0.15), -2.5, -1.8])
-    frame = simulate_panel(model.chain, truth[:4], 1500, 8.0, rng, mean_gap=0.8)
-    frame = misclassify(frame, model, truth, rng)
-    data = linest.read_chains(frame, covariates=["obstrue"])
-    fit = linest.fit(model, data)
-    assert fit.converged
-    z = (fit.theta - truth) / fit.se
-    assert np.all(np.abs(z) < 3.5), z
+def test_with_covariates_keeps_the_observation_model(cav):
+    """CLI --covariates on a hidden chain: covariates on every intensity, the
+    misclassification, obstrue and the rest unchanged (the effects come before the etas)."""
+    model, _, _ = cav
+    with_sex = model.with_covariates(["sex"])
+    assert with_sex.misclassification == model.misclassification
+    assert with_sex.obstrue == "firstobs" and with_sex.exact == model.exact
+    names = with_sex.param_names
+    assert names[5:10] == tuple(f"beta sex ({t})" for t in ("1-2", "1-4", "2-3", "2-4", "3-4"))
+    assert names[10:] == model.param_names[5:]
 
 
 def test_command_line_fit_prints_misclassification(tmp_path, capsys):
@@ -234,9 +230,18 @@ def _cav_frame():
     return pd.read_csv(ROOT / "data" / "cav.csv")
 
 
-def test_piecewise_constant_intensities_match_msm(tmp_path):
-    """msm(..., deathexact = 4, pci = c(5, 10)): -2LL 4908.816768 at the start (all
-    period effects 0), 3882.088319 at its optimum; hazard ratios of [5, 10)."""
+# msm's optimum for pci = c(5, 10) (qbase, then qcov by period and transition) and for
+# survivors' last state censored.
+MSM_PCI_OPT = np.array([-1.974132815, -3.258682711, -1.445773142, -0.9973877902, -3.684236032,
+                        -1.819050913, -2.065807893, 0.7620810628, -0.3325291948, -0.1248251271,
+                        -0.03902449556, 1.979164718, 0.2242122761, 0.3389573996, 0.5268051465,
+                        0.6227152774, -2.369928988, 2.275379179, 3.822565953, 4.656556663,
+                        -9.139707486])  # fmt: skip
+MSM_CENSOR_OPT = np.array([-1.976222102, -3.155837945, -1.40191639, -0.8740089141,
+                           -3.812742666, -2.018069854, -1.178894843])  # fmt: skip
+
+
+def _pci_spec(tmp_path):
     path = tmp_path / "pci.toml"
     path.write_text(
         '[model]\ntype = "ctmc"\nstates = [1, 2, 3, 4]\n'
@@ -244,12 +249,25 @@ def test_piecewise_constant_intensities_match_msm(tmp_path):
         f'[data]\nfile = "{ROOT / "data" / "cav.csv"}"\nsubject = "PTNUM"\ntime = "years"\n'
         'state = "state"\n'
     )
-    spec = load_spec(path)
+    return load_spec(path)
+
+
+def test_piecewise_constant_intensities_likelihood_equals_msm(tmp_path):
+    """msm(..., deathexact = 4, pci = c(5, 10)): -2LL 4908.816768 at the start (all
+    period effects 0) and 3882.088319 at its optimum (centring at the same means)."""
+    spec = _pci_spec(tmp_path)
     model, data = spec.model, spec.read_data()
     assert isinstance(model, linest.HiddenCTMC)
-    st = model.statistics(data)
-    start = np.r_[CAV_START, np.zeros(14)]
-    assert abs(-2 * float(jax.jit(model.loglik)(start, st.for_compute())) - 4908.816768) < 1e-4
+    loglik = jax.jit(model.loglik)
+    st = model.statistics(data).for_compute()
+    assert abs(-2 * float(loglik(np.r_[CAV_START, np.zeros(14)], st)) - 4908.816768) < 1e-4
+    assert abs(-2 * float(loglik(MSM_PCI_OPT, st)) - 3882.088319) < 1e-4
+
+
+@pytest.mark.slow  # 10 s (214 iterations: one period effect has no maximum)
+def test_piecewise_constant_intensities_fit_matches_msm(tmp_path):
+    spec = _pci_spec(tmp_path)
+    model, data = spec.model, spec.read_data()
     with pytest.warns(UserWarning, match="timeperiod\\[10,Inf\\) \\(3-4\\) is weakly identified"):
         fit = linest.fit(model, data)
     assert fit.minus2loglik <= 3882.088319 + 1e-6 and abs(fit.minus2loglik - 3882.088319) < 0.01
@@ -262,17 +280,28 @@ def test_piecewise_constant_intensities_match_msm(tmp_path):
         assert abs(rates[name] - value) < 1e-4, name
 
 
-def test_censored_states_match_msm():
-    """Survivors' last visits recorded as 99 (alive, state 1, 2 or 3 unknown): msm's
-    censor = 99, censor.states = c(1, 2, 3); -2LL 4442.354770 at the start, 3566.720689
-    at its optimum."""
+def _censored():
     frame = _cav_frame()
     last = ~frame.duplicated("PTNUM", keep="last") & (frame.state != 4)
     frame.loc[last, "state"] = 99
     model = linest.HiddenCTMC([1, 2, 3, 4], CAV_TRANSITIONS, exact=[4], censor={99: [1, 2, 3]})
-    data = linest.read_chains(frame, subject="PTNUM", time="years", state="state")
-    st = model.statistics(data)
-    assert abs(-2 * float(jax.jit(model.loglik)(CAV_START, st.for_compute())) - 4442.354770) < 1e-4
+    return model, linest.read_chains(frame, subject="PTNUM", time="years", state="state")
+
+
+def test_censored_states_likelihood_equals_msm():
+    """Survivors' last visits recorded as 99 (alive, state 1, 2 or 3 unknown): msm's
+    censor = 99, censor.states = c(1, 2, 3); -2LL 4442.354770 at the start, 3566.720689
+    at its optimum."""
+    model, data = _censored()
+    st = model.statistics(data).for_compute()
+    loglik = jax.jit(model.loglik)
+    assert abs(-2 * float(loglik(CAV_START, st)) - 4442.354770) < 1e-4
+    assert abs(-2 * float(loglik(MSM_CENSOR_OPT, st)) - 3566.720689) < 1e-4
+
+
+@pytest.mark.slow
+def test_censored_states_fit_matches_msm():
+    model, data = _censored()
     fit = linest.fit(model, data)
     assert abs(fit.minus2loglik - 3566.720689) < 0.01
     msm = {"1-2": 0.13859, "1-4": 0.04260, "2-1": 0.24612, "2-3": 0.41728, "2-4": 0.02209,
@@ -298,6 +327,7 @@ def test_bad_pci_and_censor_name_the_field(tmp_path, lines, message):
         spec.model.statistics(spec.read_data())
 
 
+@pytest.mark.slow  # 10 s: kept out of the default run (10 minutes on 2 cores)
 def test_covariates_and_initial_probabilities_match_msm():
     """msm: the misclassification model with covariates = ~ sex (-2LL 3921.636750 at its
     optimum), and without obstrue but initprobs = c(0.9, 0.1, 0, 0) (4416.466661 at the
@@ -311,6 +341,10 @@ def test_covariates_and_initial_probabilities_match_msm():
     )
     fit = linest.fit(with_sex, sex_data)
     assert fit.minus2loglik <= 3921.636750 + 1e-6 and abs(fit.minus2loglik - 3921.636750) < 0.01
+    hr = fit.hazard_ratios()["hr"]  # msm: beta 1-2 -0.6512790, 3-4 0.9090478 (2-4 unbounded)
+    assert abs(hr[("sex", "1-2")] / np.exp(-0.6512790167) - 1) < 0.01
+    assert abs(hr[("sex", "3-4")] / np.exp(0.9090478204) - 1) < 0.01
+    assert len(fit.misclassification()) == 7
     start_probs = linest.HiddenCTMC(
         [1, 2, 3, 4], ["1-2", "1-4", "2-3", "2-4", "3-4"], ["1-2", "2-1", "2-3", "3-2"],
         exact=[4], initial=[0.9, 0.1, 0, 0],
