@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 from _timing import median_ms  # noqa: E402
 
 import linest  # noqa: E402
-from linest.sample import SamplingWarning  # noqa: E402
+from linest.sampling import SamplingWarning  # noqa: E402
 from linest.spec import load_spec  # noqa: E402
 
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"

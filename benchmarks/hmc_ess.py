@@ -39,7 +39,7 @@ import arviz as az
 import jax
 
 import linest
-from linest.sample import SamplingWarning
+from linest.sampling import SamplingWarning
 from linest.spec import load_spec
 
 HERE = Path(__file__).resolve().parent

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 import linest
-from linest.sample import SamplingWarning
+from linest.sampling import SamplingWarning
 from linest.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

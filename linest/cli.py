@@ -83,7 +83,7 @@ def _fit(args) -> int:
 
 def _sample(args) -> int:
     import linest
-    from linest.sample import SamplingWarning, sample, summarize
+    from linest.sampling import SamplingWarning, sample, summarize
     from linest.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -136,7 +136,8 @@ def _sample(args) -> int:
 def _join(args) -> int:
     import json
 
-    from linest.sample import _write, join_runs, summarize
+    from linest.sampling import join_runs, summarize
+    from linest.sampling.checkpoint import _write
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     _enable_compilation_cache()
     from linest.data import DataError
     from linest.priors import PriorError
-    from linest.sample import SamplingError
+    from linest.sampling import SamplingError
     from linest.spec import SpecError
 
     try:

@@ -340,7 +340,7 @@ def test_count_matrix_errors_name_the_row_and_column(tmp_path):
 def test_sampler_diagnostics_flag_chains_stuck_at_the_boundary():
     import arviz as az
 
-    from linest.sample import diagnose
+    from linest.sampling import diagnose
 
     rng = np.random.default_rng(0)
     theta = rng.normal(size=(2, 300, 3)) * 0.1 + np.array([-1.0, -2.0, -1.5])

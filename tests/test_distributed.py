@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 import linest
-from linest.sample import SamplingError
+from linest.sampling import SamplingError
 from tests.models.test_ctmc import simulate_paths
 
 ROOT = Path(__file__).resolve().parents[1]

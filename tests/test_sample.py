@@ -16,7 +16,7 @@ import xarray as xr
 
 import linest
 from linest.priors import Prior, PriorError
-from linest.sample import SamplingError, SamplingWarning
+from linest.sampling import SamplingError, SamplingWarning
 from linest.simulate import simulate_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,9 +145,8 @@ def test_chees_run_killed_after_a_block_resumes_to_the_same_draws(paths, tmp_pat
     """The ChEES state (step size, mass matrix, trajectory length, the jitter sequence's
     position) goes through the checkpoint: a run stopped after its first block and
     resumed equals one run straight through."""
-    import sys
+    from linest.sampling import run as sample_module
 
-    sample_module = sys.modules["linest.sample"]
     _, chains = paths
     prior = {"log_rate": {"normal": [-1.0, 1.0]}}
     kwargs = dict(
@@ -363,7 +362,7 @@ def test_left_surrogate_trajectories_target_the_exact_posterior():
 def test_surrogate_trajectories_on_cav():
     """On cav, Surrogate(gauss, 2) NUTS matches exact NUTS within MCSE; the left-point
     force (errors of order 1 at t ||Q|| ~ 10) collapses the step size, which is reported."""
-    from linest.sample import SamplingWarning
+    from linest.sampling import SamplingWarning
     from linest.spec import load_spec
 
     spec = load_spec(ROOT / "models" / "cav.toml")
@@ -386,7 +385,7 @@ def test_surrogate_trajectories_on_cav():
 
 
 def test_summary_groups_a_prior_shared_by_many_parameters():
-    from linest.sample import _short_prior
+    from linest.sampling.diagnostics import _short_prior
 
     text = "; ".join(f"q({i}-{i + 1}) ~ gamma(0.5, 1)" for i in range(1, 8)) + "; b ~ normal(0, 1)"
     assert (

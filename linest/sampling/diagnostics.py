@@ -1,0 +1,114 @@
+"""Convergence diagnostics and the printed summary of a run."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+BOUNDARY_DROP = math.log(1e4)
+
+
+def diagnose(tree, max_tree_depth=None, boundary=None) -> list[str]:
+    """Messages for r_hat > 1.01, ESS_bulk < 100 per chain, divergences, saturated trees,
+    and chains stuck at the boundary: for the parameters ``boundary`` marks (log-rates
+    that may be 0), a chain with most of its draws more than 10^4 below the largest
+    rate's median."""
+    import arviz as az
+
+    notes = []
+    theta = np.asarray(tree["posterior"]["theta"])  # (chain, draw, param)
+    if boundary is not None and np.any(boundary):
+        index = np.flatnonzero(boundary)
+        medians = np.median(theta[:, :, index], axis=(0, 1))
+        floor = float(np.max(medians)) - BOUNDARY_DROP
+        stuck = np.mean(theta[:, :, index] < floor, axis=1) > 0.5  # (chain, boundary param)
+        if stuck.any():
+            names = tree["posterior"]["theta"].coords["param"].values
+            parts = [
+                f"{names[index[k]]} (chain {', '.join(str(c) for c in np.flatnonzero(stuck[:, k]))})"
+                for k in np.flatnonzero(stuck.any(axis=0))
+            ]
+            notes.append(
+                "chains stuck at the boundary: most draws put "
+                + "; ".join(parts)
+                + " more than 10^4 below the largest rate, i.e. at 0: the posterior piles up "
+                "there (the likelihood's maximum is at 0). On the log scale the sampler drifts "
+                "towards -inf and mixes slowly; a gamma prior on the rate with shape < 1 keeps "
+                "mass near 0 but bounds the drift, shape >= 1 moves it away"
+            )
+    stats = tree["sample_stats"]
+    num_chains = stats.sizes["chain"]
+    summary = az.summary(tree, var_names=["theta"], kind="diagnostics")
+    worst_rhat = summary["r_hat"].astype(float)
+    if bool(np.any(np.asarray(worst_rhat) > 1.01)):
+        names = ", ".join(f"{k} ({v:.3f})" for k, v in worst_rhat[worst_rhat > 1.01].items())
+        notes.append(f"r_hat > 1.01 for {names}: the chains disagree; run longer")
+    ess = summary["ess_bulk"].astype(float)
+    low = ess < 100 * num_chains
+    if bool(np.any(np.asarray(low))):
+        names = ", ".join(f"{k} ({v:.0f})" for k, v in ess[low].items())
+        notes.append(
+            f"ESS_bulk below {100 * num_chains} (100 per chain) for {names}: estimates of "
+            "posterior quantiles are unreliable; run longer"
+        )
+    divergent = int(np.asarray(stats["diverging"]).sum())
+    if divergent:
+        notes.append(
+            f"{divergent} divergent transition(s): the sampler missed part of the posterior; "
+            "raise target_acceptance or reparametrise"
+        )
+    if max_tree_depth is not None:
+        saturated = int((np.asarray(stats["tree_depth"]) >= max_tree_depth).sum())
+        if saturated:
+            notes.append(
+                f"{saturated} draw(s) hit the maximum tree depth {max_tree_depth}: "
+                "trajectories were cut short (a poor surrogate gradient shows this way)"
+            )
+    return notes
+
+
+def summarize(tree) -> str:
+    """ArviZ summary (mean, sd, 95% HDI, r_hat, ESS bulk and tail) plus sampler statistics."""
+    import arviz as az
+
+    names = [v for v in tree["posterior"].data_vars if v != "theta"] + ["theta"]
+    with warnings.catch_warnings():
+        # A quantity fixed by construction (a gauge: V = 0 at a reference site) has no
+        # chain variance; its r_hat is NaN, which is the right answer, not a warning.
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        table = az.summary(tree, var_names=names, ci_kind="hdi", ci_prob=0.95)
+    stats = tree["sample_stats"]
+    chains, draws = stats.sizes["chain"], stats.sizes["draw"]
+    lines = [
+        f"{tree.attrs.get('linest_kernel', 'nuts').upper()} with gradient "
+        f"{tree.attrs.get('linest_gradient')}: {chains} chains x {draws} draws; "
+        f"acceptance {float(stats['acceptance_rate'].mean()):.2f}, divergences "
+        f"{int(stats['diverging'].sum())}, step size "
+        f"{float(stats['step_size'].mean()):.3g}, mean leapfrog steps "
+        f"{float(stats['n_steps'].mean()):.1f}, max tree depth "
+        f"{int(stats['tree_depth'].max())}",
+        f"prior: {_short_prior(tree.attrs.get('linest_prior', ''))}",
+        "",
+        table.to_string(),
+    ]
+    return "\n".join(lines)
+
+
+def _short_prior(text: str) -> str:
+    """'a ~ d; b ~ d; c ~ d; e ~ f' -> 'a ... c (3 parameters) ~ d; e ~ f' (groups of more
+    than three parameters with the same prior)."""
+    groups: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, _, distribution = item.partition(" ~ ")
+        groups.setdefault(distribution, []).append(name)
+    parts = []
+    for distribution, names in groups.items():
+        shown = (
+            ", ".join(names)
+            if len(names) <= 3
+            else f"{names[0]} ... {names[-1]} ({len(names)} parameters)"
+        )
+        parts.append(f"{shown} ~ {distribution}")
+    return "; ".join(parts)

@@ -1,0 +1,83 @@
+"""The contract every sampling kernel of ``linest.sample`` fulfils, and the log density.
+
+A kernel is an equinox Module closing over the log density (model, data, prior) with its
+settings as static fields. The driver (``run.py``) asks it for two things:
+
+* warm-up: ``warmup(key, position)`` for one chain (``adapts_across_chains = False``;
+  the driver vmaps and shards it over chains), or ``warmup_all(key, positions)`` for all
+  chains at once (``True``: the kernel adapts from the ensemble). Either returns
+  ``(position, logdensity, grad, step_size, inverse_mass, extra)``, ``extra`` a dict of
+  the kernel's own per-chain state, which the checkpoint stores and gives back;
+* ``run_block(key, position, logdensity, grad, step_size, inverse_mass, start, extra)``:
+  ``block`` draws of one chain, draw ``i`` with key ``fold_in(key, start + i)``, returning
+  the last state, the per-draw records and the updated ``extra``.
+
+One module per kernel family: ``nuts.py`` (NUTS and static HMC, window adaptation per
+chain), ``chees.py`` (ChEES, adapted across chains). A new kernel is a new module behind
+this contract and a line in ``run.KERNEL_CLASSES``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from linest.priors import Prior
+
+
+class _LogDensity(eqx.Module):
+    """log p(theta | data) up to a constant: the model's log-likelihood plus the prior."""
+
+    model: object
+    statistics: object
+    prior: Prior = eqx.field(static=True)
+    gradient: object = eqx.field(static=True)
+
+    def __call__(self, theta):
+        value = self.model.loglik(theta, self.statistics, self.gradient) + self.prior.logpdf(theta)
+        return jnp.where(jnp.isfinite(value), value, -jnp.inf)
+
+
+class AbstractKernel(eqx.Module):
+    """Warm-up and blocks of draws for one kind of sampler (see the module docstring)."""
+
+    logdensity: Callable
+    target_acceptance: float = eqx.field(static=True)
+    max_tree_depth: int = eqx.field(static=True)
+    num_warmup: int = eqx.field(static=True)
+    block: int = eqx.field(static=True)
+    num_samples: int = eqx.field(static=True, default=0)
+
+    #: Whether the warm-up needs every chain at once (``warmup_all``) or runs per chain.
+    adapts_across_chains: ClassVar[bool] = False
+    #: Whether the draws record a NUTS tree depth that diagnostics should check.
+    reports_tree_depth: ClassVar[bool] = False
+
+    def warmup(self, key, position) -> tuple:
+        raise NotImplementedError(f"{type(self).__name__} adapts across chains: warmup_all")
+
+    def warmup_all(self, key, positions) -> tuple:
+        raise NotImplementedError(f"{type(self).__name__} adapts per chain: warmup")
+
+    @abc.abstractmethod
+    def run_block(
+        self, key, position, logdensity, grad, step_size, inverse_mass, start, extra
+    ) -> tuple[Any, Any, Any, dict, dict]:
+        """``block`` draws of one chain; see the module docstring."""
+
+
+def record(state, info, depth) -> dict:
+    """What every kernel keeps per draw (the DataTree's posterior and sample_stats)."""
+    return {
+        "theta": state.position,
+        "lp": state.logdensity,
+        "acceptance_rate": info.acceptance_rate,
+        "diverging": info.is_divergent,
+        "energy": info.energy,
+        "n_steps": info.num_integration_steps,
+        "tree_depth": depth,
+    }

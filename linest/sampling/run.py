@@ -1,0 +1,437 @@
+"""``linest.sample`` and ``linest.join_runs``: the driver (warm-up, blocks of draws, resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from linest.models.base import for_compute
+from linest.priors import Prior, PriorError
+from linest.sampling.base import (
+    CHEES_FEW_CHAINS,
+    KERNELS,
+    TARGET_ACCEPTANCE,
+    SamplingError,
+    SamplingWarning,
+    _method_name,
+)
+from linest.sampling.chains import _across_chains, _chain_devices, _over_chains
+from linest.sampling.checkpoint import (
+    CHECKPOINT,
+    _data_fingerprint,
+    _datatree,
+    _load,
+    _Settings,
+    _write,
+)
+from linest.sampling.chees import ChEES
+from linest.sampling.diagnostics import diagnose
+from linest.sampling.kernels import _LogDensity
+from linest.sampling.nuts import WindowAdapted
+
+# ----------------------------------------------------------------------------- API
+
+
+def sample(
+    model,
+    data,
+    prior,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    gradient=None,
+    kernel: str = "nuts",
+    rng_key=0,
+    out=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    block_size: int | None = None,
+    progress: bool = True,
+    target_acceptance: float | None = None,
+    max_tree_depth: int = 10,
+    num_integration_steps: int = 16,
+    init=None,
+    devices=None,
+    log_likelihood: bool = True,
+    chain_range: tuple[int, int] | None = None,
+):
+    """Posterior draws of ``model``'s parameters given ``data`` and ``prior``.
+
+    Parameters
+    ----------
+    model, data : a linest model and its data (``read_chains`` output or statistics)
+    prior : a :class:`linest.priors.Prior` or a table such as
+        ``{"log_rate": {"normal": [-2, 2]}, "effect": {"normal": [0, 1]}}`` (see
+        :mod:`linest.priors`; priors on rates get their Jacobian)
+    num_chains, num_warmup, num_samples : chains, adaptation steps per chain (blackjax
+        window adaptation: step size and diagonal mass matrix) and kept draws per chain
+    gradient : the engine method for the leapfrog force (default: the model's exact
+        one). A surrogate keeps the log density, hence the accept step, exact.
+    kernel : ``"nuts"`` (default), ``"hmc"`` (``num_integration_steps`` leapfrog steps)
+        or ``"chees"`` (jittered HMC; step size, diagonal mass matrix and trajectory
+        length adapted across chains by ChEES; at most ``2**max_tree_depth`` leapfrog
+        steps). ChEES is for many chains (dozens to thousands): every chain takes the same
+        number of steps per draw.
+    target_acceptance : the adaptation's target (default 0.8 for NUTS and HMC, 0.651
+        for ChEES)
+    rng_key : an int seed or a JAX key
+    out : a netCDF path; written atomically after warm-up and after every block
+    resume : continue the run stored in ``out`` (same settings required)
+    overwrite : replace an existing ``out`` (otherwise an existing file is an error,
+        so that a finished run is never lost by accident)
+    block_size : draws per block between progress reports and writes (default:
+        ``num_samples / 10``, at least 50)
+    progress : print a line per block to stderr
+    init : starting points, ``(num_chains, num_params)`` or ``(num_params,)``; default
+        the model's (``model.chain_starts``: for most, the crude estimates plus
+        uniform(-0.5, 0.5) jitter per chain)
+    devices : JAX devices for the chains (default all); chains are split evenly over
+        the largest number of them that divides ``num_chains``
+    log_likelihood : add the pointwise log-likelihood group (for ``arviz.loo``)
+    chain_range : ``(start, stop)``: run only chains ``start .. stop - 1`` of the
+        ``num_chains``, with the keys and starting points they have in the whole run (its
+        draws are those chains' draws in one run of all of them; ChEES adapts on the
+        chains it runs). Default: all of them, or, under JAX's multi-process runtime
+        (``jax.distributed.initialize``), this process's contiguous share. Join the
+        files of the parts with :func:`join_runs`.
+
+    Returns
+    -------
+    arviz DataTree with groups posterior (``theta`` and natural-scale quantities, e.g.
+    ``rate`` and ``hazard_ratio``), sample_stats, log_likelihood, observed_data, and
+    ``linest_checkpoint`` (the state a resumed run needs).
+    """
+    model.check_gradient(gradient, "sample")
+    gradient, devices = model.sampling_setup(gradient, devices)
+    if kernel not in KERNELS:
+        raise SamplingError(
+            f"sample: kernel={kernel!r}; expected one of {', '.join(map(repr, KERNELS))}"
+        )
+    if target_acceptance is None:
+        target_acceptance = TARGET_ACCEPTANCE[kernel]
+    for name, value, low in (
+        ("num_chains", num_chains, 1),
+        ("num_warmup", num_warmup, 10),
+        ("num_samples", num_samples, 1),
+        ("max_tree_depth", max_tree_depth, 1),
+        ("num_integration_steps", num_integration_steps, 1),
+    ):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise SamplingError(f"sample: {name} must be an integer >= {low}, got {value!r}")
+    if not 0 < target_acceptance < 1:
+        raise SamplingError(f"sample: target_acceptance must be in (0, 1), got {target_acceptance}")
+    if prior is None:
+        raise PriorError(
+            "sample: a prior is required, e.g. prior={'log_rate': {'normal': [-2.0, 2.0]}, "
+            "'effect': {'normal': [0.0, 1.0]}} (or the [priors] table of a spec file)"
+        )
+    prior = Prior.from_table(model, prior)
+    if resume and out is None:
+        raise SamplingError("sample: resume=True needs out= (the file of the run to continue)")
+    out = None if out is None else Path(out)
+    if out is not None and out.exists() and not (resume or overwrite):
+        raise SamplingError(
+            f"{out} exists: resume=True (--resume) continues that run, overwrite=True "
+            "(--overwrite) replaces it"
+        )
+
+    total_chains = int(num_chains)
+    if chain_range is None and jax.process_count() > 1:
+        index, count = jax.process_index(), jax.process_count()
+        chain_range = (index * total_chains // count, (index + 1) * total_chains // count)
+    first, stop = (0, total_chains) if chain_range is None else map(int, chain_range)
+    if not 0 <= first < stop <= total_chains:
+        raise SamplingError(
+            f"sample: chain_range={chain_range!r} must satisfy 0 <= start < stop <= "
+            f"num_chains={total_chains}"
+        )
+    num_chains = stop - first
+    if kernel == "chees" and num_chains < 2:
+        raise SamplingError(
+            f"sample: kernel='chees' adapts across chains: it needs num_chains >= 2 in each "
+            f"run (this one has {num_chains})"
+        )
+    if kernel == "chees" and num_chains < CHEES_FEW_CHAINS:
+        warnings.warn(
+            f"sample: kernel='chees' with {num_chains} chains: ChEES estimates its step "
+            f"size, mass matrix and trajectory length from the chains' ensemble, which is "
+            f"noisy below {CHEES_FEW_CHAINS} (on cav, 4 chains gave 0.18x NUTS's ESS/s and "
+            "16 chains 2.1x); use more chains or kernel='nuts'",
+            SamplingWarning,
+            stacklevel=2,
+        )
+
+    statistics = model.statistics(data)
+    compute = for_compute(statistics)
+    seed = rng_key if isinstance(rng_key, (int, np.integer)) else None
+    if seed is not None:
+        key = jax.random.key(int(seed))
+    else:
+        key = rng_key
+        try:
+            raw = jax.random.key_data(rng_key)  # a typed key
+        except TypeError:
+            raw = rng_key  # a raw uint32 key (jax.random.PRNGKey)
+        seed = int(np.asarray(raw).ravel()[-1])
+    block = block_size or max(50, math.ceil(num_samples / 10))
+    block = min(block, num_samples)
+    settings = _Settings(
+        kernel=kernel,
+        num_chains=total_chains,
+        num_warmup=int(num_warmup),
+        num_samples=int(num_samples),
+        seed=int(seed),
+        gradient=_method_name(gradient),
+        target_acceptance=float(target_acceptance),
+        max_tree_depth=int(max_tree_depth),
+        num_integration_steps=int(num_integration_steps) if kernel == "hmc" else 0,
+        params=tuple(model.param_names),
+        prior=tuple(prior.describe()),
+        data=_data_fingerprint(compute),
+        chains="" if (first, stop) == (0, total_chains) else f"{first}:{stop}",
+    )
+
+    common: dict[str, Any] = dict(
+        logdensity=_LogDensity(model, compute, prior, gradient),
+        target_acceptance=float(target_acceptance),
+        max_tree_depth=int(max_tree_depth),
+        num_warmup=int(num_warmup),
+        block=int(block),
+        num_samples=int(num_samples),
+    )
+    if kernel == "chees":
+        sampler = ChEES(**common)
+    else:
+        sampler = WindowAdapted(
+            **common, algorithm=kernel, num_integration_steps=int(num_integration_steps)
+        )
+    chosen = _chain_devices(num_chains, devices)
+    # Draw i of chain c uses fold_in(fold_in(key, c), i); warm-up a separate stream.
+    ids = jnp.arange(first, stop)
+    chain_keys = jax.vmap(lambda c: jax.random.fold_in(key, c))(ids)
+    warmup_root = jax.random.fold_in(key, 2**31 - 1)
+    warmup_keys = jax.vmap(lambda c: jax.random.fold_in(warmup_root, c))(ids)
+
+    def say(text):
+        if progress:
+            print(f"linest sample: {text}", file=sys.stderr, flush=True)
+
+    records, checkpoint, attrs = None, None, {}
+    if resume and out is not None and out.exists():
+        records, checkpoint, attrs = _load(out, settings)
+        say(f"resuming {out} at draw {checkpoint['next_draw']} of {num_samples}")
+    elif resume:
+        say(f"{out} does not exist yet: starting a new run")
+
+    if checkpoint is None:
+        theta0 = _initial(model, compute, init, total_chains, key)[first:stop]
+        model.preflight(np.asarray(theta0[0]), compute, gradient)
+        start = time.perf_counter()
+        say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
+        if sampler.adapts_across_chains:
+            warm = _across_chains(tuple(chosen))
+            position, lp, grad, step_size, inverse_mass, extra = warm(sampler, warmup_root, theta0)
+        else:
+            warm = _over_chains("warmup", tuple(chosen), num_chains)
+            position, lp, grad, step_size, inverse_mass, extra = warm(sampler, warmup_keys, theta0)
+        checkpoint = {
+            "position": np.asarray(position),
+            "logdensity": np.asarray(lp),
+            "grad": np.asarray(grad),
+            "step_size": np.asarray(step_size),
+            "inverse_mass": np.asarray(inverse_mass),
+            "extra": {k: np.asarray(v) for k, v in extra.items()},
+            "next_draw": 0,
+        }
+        attrs["linest_warmup_seconds"] = time.perf_counter() - start
+        say(
+            f"warm-up done in {attrs['linest_warmup_seconds']:.1f} s; step sizes "
+            + ", ".join(f"{s:.3g}" for s in checkpoint["step_size"])
+        )
+        _check_warmup(checkpoint)
+        if out is not None:
+            _write(_datatree(model, settings, None, checkpoint, statistics, attrs), out)
+
+    done = checkpoint["next_draw"]
+    run = _over_chains("run_block", tuple(chosen), num_chains)
+    sampling_seconds = float(attrs.get("linest_sampling_seconds", 0.0))
+    while done < num_samples:
+        start = time.perf_counter()
+        position, lp, grad, new, extra = run(
+            sampler,
+            chain_keys,
+            jnp.asarray(checkpoint["position"]),
+            jnp.asarray(checkpoint["logdensity"]),
+            jnp.asarray(checkpoint["grad"]),
+            jnp.asarray(checkpoint["step_size"]),
+            jnp.asarray(checkpoint["inverse_mass"]),
+            jnp.full((num_chains,), done, dtype=jnp.int32),
+            {k: jnp.asarray(v) for k, v in checkpoint.get("extra", {}).items()},
+        )
+        new = {k: np.asarray(v) for k, v in new.items()}
+        elapsed = time.perf_counter() - start
+        sampling_seconds += elapsed
+        kept = min(block, num_samples - done)  # the last block may run past num_samples
+        fresh = {k: v[:, :kept] for k, v in new.items()}
+        records = (
+            fresh
+            if records is None
+            else {k: np.concatenate([np.asarray(records[k]), fresh[k]], axis=1) for k in fresh}
+        )
+        done += kept
+        checkpoint |= {
+            "position": np.asarray(position),
+            "logdensity": np.asarray(lp),
+            "grad": np.asarray(grad),
+            "extra": {k: np.asarray(v) for k, v in extra.items()},
+            "next_draw": done,
+        }
+        attrs["linest_sampling_seconds"] = sampling_seconds
+        say(
+            f"draws {done}/{num_samples} per chain: acceptance "
+            f"{np.mean(fresh['acceptance_rate']):.2f}, divergences "
+            f"{int(np.sum(fresh['diverging']))} (total {int(np.sum(records['diverging']))}), "
+            f"mean steps {np.mean(fresh['n_steps']):.1f}, {elapsed:.1f} s"
+        )
+        if out is not None:
+            _write(_datatree(model, settings, records, checkpoint, statistics, attrs), out)
+
+    assert records is not None
+    loglik = None
+    if log_likelihood:
+        loglik = _pointwise(model, statistics, records["theta"])
+    tree = _datatree(model, settings, records, checkpoint, statistics, attrs, loglik)
+    notes = diagnose(
+        tree,
+        max_tree_depth if sampler.reports_tree_depth else None,
+        np.asarray(model.boundary_mask(), bool),
+    )
+    tree.attrs["linest_warnings"] = json.dumps(notes)
+    for note in notes:
+        warnings.warn(note, SamplingWarning, stacklevel=2)
+    if out is not None:
+        _write(tree, out)
+    return tree
+
+
+def _initial(model, statistics, init, num_chains, key) -> jax.Array:
+    p = model.num_params
+    if init is not None:
+        init = np.asarray(init, dtype=float)
+        if init.shape == (p,):
+            init = np.broadcast_to(init, (num_chains, p))
+        if init.shape != (num_chains, p) or not np.all(np.isfinite(init)):
+            raise SamplingError(
+                f"sample: init must be finite, shaped ({p},) or ({num_chains}, {p}); "
+                f"got shape {init.shape}"
+            )
+        return jnp.asarray(init)
+    return model.chain_starts(statistics, num_chains, key)
+
+
+def _check_warmup(checkpoint) -> None:
+    bad = ~np.isfinite(checkpoint["logdensity"]) | ~np.isfinite(checkpoint["step_size"])
+    if bad.any():
+        chains = np.flatnonzero(bad).tolist()
+        raise FloatingPointError(
+            f"sample: warm-up ended with a non-finite log density or step size in chain(s) "
+            f"{chains}; check the prior and the starting points (init=)"
+        )
+
+
+def _pointwise(model, statistics, theta):
+    labels = model.observation_labels(statistics)
+    if labels is None:
+        return None
+    flat = jnp.asarray(theta.reshape(-1, theta.shape[-1]))
+    values = np.asarray(_pointwise_draws(model, statistics, flat))
+    return values.reshape(theta.shape[:2] + (-1,)), labels
+
+
+@eqx.filter_jit
+def _pointwise_draws(model, statistics, thetas):
+    return jax.lax.map(lambda t: model.pointwise_loglik(t, statistics), thetas, batch_size=64)
+
+
+#: A log-rate this far below the largest rate's posterior median is "at 0".
+
+
+def join_runs(parts) -> Any:
+    """One DataTree from the files (or trees) of runs that each sampled part of the same
+    chains (``chain_range``, or one per process under ``jax.distributed``): posterior,
+    sample statistics and pointwise log-likelihood joined along ``chain`` in chain order,
+    the diagnostics recomputed on the whole. The parts must share every setting but
+    their chain ranges, and together hold each chain once."""
+    import xarray as xr
+
+    trees, names = [], []
+    for part in parts:
+        if isinstance(part, (str, Path)):
+            try:
+                trees.append(xr.open_datatree(part, engine="h5netcdf").load())
+            except Exception as error:
+                raise SamplingError(
+                    f"{part}: cannot join, the file is not readable ({error})"
+                ) from None
+            names.append(str(part))
+        else:
+            trees.append(part)
+            names.append(f"part {len(names) + 1}")
+    if not trees:
+        raise SamplingError("join_runs: no runs given")
+    settings = []
+    for tree, name in zip(trees, names):
+        if CHECKPOINT not in tree.children or "posterior" not in tree.children:
+            raise SamplingError(f"{name}: cannot join, not a linest run with draws")
+        saved = json.loads(tree[CHECKPOINT].attrs["settings"])
+        if tree[CHECKPOINT].attrs["next_draw"] != saved["num_samples"]:
+            raise SamplingError(
+                f"{name}: cannot join an unfinished run ({tree[CHECKPOINT].attrs['next_draw']} "
+                f"of {saved['num_samples']} draws); resume it first"
+            )
+        settings.append(saved)
+    for name, saved in zip(names[1:], settings[1:]):
+        different = sorted(
+            k for k in saved.keys() | settings[0].keys()
+            if k != "chains" and saved.get(k) != settings[0].get(k)
+        )  # fmt: skip
+        if different:
+            raise SamplingError(
+                f"{name}: cannot join, its settings differ from {names[0]}'s in "
+                f"{', '.join(different)}"
+            )
+    order = sorted(range(len(trees)), key=lambda i: int(trees[i]["posterior"]["chain"][0]))
+    chains = np.concatenate([trees[i]["posterior"]["chain"].values for i in order])
+    total = settings[0]["num_chains"]
+    if not np.array_equal(chains, np.arange(total)):
+        raise SamplingError(
+            f"join_runs: the parts hold chains {chains.tolist()}, not each of 0..{total - 1} once"
+        )
+    joined = xr.DataTree()
+    for group in ("posterior", "sample_stats", "log_likelihood"):
+        if all(group in trees[i].children for i in order):
+            parts_of = [trees[i][group].to_dataset() for i in order]
+            joined[group] = xr.DataTree(cast(xr.Dataset, xr.concat(parts_of, dim="chain")))
+    if "observed_data" in trees[0].children:
+        joined["observed_data"] = trees[0]["observed_data"]
+    joined.attrs.update(trees[order[0]].attrs)
+    for key in ("linest_warmup_seconds", "linest_sampling_seconds"):
+        values = [float(trees[i].attrs.get(key, 0.0)) for i in order]
+        joined.attrs[key] = max(values)  # the parts ran side by side
+    saved = settings[0]
+    depth = saved["max_tree_depth"] if saved["kernel"] == "nuts" else None
+    notes = diagnose(joined, depth, None)
+    joined.attrs["linest_warnings"] = json.dumps(notes)
+    joined.attrs["linest_parts"] = len(trees)
+    return joined
