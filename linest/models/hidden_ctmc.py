@@ -1,4 +1,5 @@
-"""A continuous-time Markov chain seen through misclassification (msm's hidden Markov model).
+"""A continuous-time Markov chain seen through an observation process: misclassification
+(msm's hidden Markov model), censored states, piecewise-constant intensities.
 
 The true state follows a :class:`~linest.models.ctmc.CTMC`; a visit records the true state
 ``r`` as ``s`` with probability ``e_rs`` (msm's ``ematrix``). Each subject's likelihood is
@@ -12,7 +13,11 @@ where ``e(o)`` is the column of the emission matrix for the observed code: the p
 of recording ``o`` given each true state. A visit flagged as true (``obstrue``) has
 ``e(o)`` the indicator of ``o``. Entry into an exactly-timed absorbing state ``D`` (death)
 replaces ``P`` by ``P Q`` and keeps column ``D``: the chain was in some ``j != D`` just
-before and jumped at the recorded time.
+before and jumped at the recorded time. A censor code (msm's ``censor``) has ``e(o)`` the
+indicator of its set of states. Piecewise-constant intensities (msm's ``pci``) insert a
+visit that records nothing (``e = 1``) at each cut point inside an interval, so the
+interval's transition matrix is the product of the pieces', and each period after the
+first is a covariate ``timeperiod[a,b)`` acting on every intensity.
 
 Parameters: the chain's log-rates and covariate effects, then one ``eta_rs`` per allowed
 misclassification, the multinomial logit of row ``r`` against its diagonal (msm's own
