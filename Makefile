@@ -38,8 +38,9 @@ test: $(VENV)/.installed-test
 	wait $$pid; second=$$?; cat $$log; rm -f $$log; \
 	test $$first -eq 0 && test $$second -eq 0
 
-test-slow: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -m slow
+test-slow: $(VENV)/.installed-test  # two processes, for the same reason as test
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(TESTS_1)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(TESTS_2)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check linest tests benchmarks examples
