@@ -32,8 +32,16 @@ def _no_shared_compilation_cache(monkeypatch):
     that wants the cache sets LINEST_CACHE_DIR itself."""
     monkeypatch.setenv("LINEST_CACHE_DIR", "off")
     yield
-    # The command line, run in-process, turns on the exported-program cache for the
-    # whole process: switch it off again so later tests trace as library users do.
+    # The command line, run in-process, turns on the exported-program cache and JAX's
+    # persistent compilation cache for the whole process: switch both off again, so later
+    # tests trace and compile as library users do. (With the XLA cache left on, every
+    # later compilation went through _compile_and_write_cache into a deleted tmp_path,
+    # and XLA's CPU compiler aborted there twice in the slow suite.)
+    from jax._src import compilation_cache
+
     from linest import _export
 
     _export.set_directory(None)
+    if jax.config.jax_compilation_cache_dir is not None:
+        jax.config.update("jax_compilation_cache_dir", None)
+        compilation_cache.reset_cache()
