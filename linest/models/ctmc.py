@@ -553,22 +553,8 @@ class CTMC(AbstractLinearModel):
         n, E = self.num_states, len(self.exact)
         patterns, group = _unique_rows(z)
         G = len(patterns)
-        if len(lag):
-            scale = float(np.max(lag))
-            decimals = 11 - int(np.floor(np.log10(scale))) if scale > 0 else 11
-            key = np.column_stack([group, np.round(lag, decimals)])
-            cells, first, cell = np.unique(key, axis=0, return_index=True, return_inverse=True)
-            cell = cell.reshape(-1)
-            K = len(cells)
-            cell_lag = lag[first]
-            cell_group = group[first]
-        else:
-            K, cell, cell_lag, cell_group = 0, np.zeros(0, int), np.zeros(0), np.zeros(0, int)
-        # Empty padding cells (lag 0, no counts) add exactly 0 to the log-likelihood.
-        padding = _bucket(K) - K
-        cell_lag = np.concatenate([cell_lag, np.zeros(padding)])
-        cell_group = np.concatenate([cell_group, np.zeros(padding, int)])
-        K += padding
+        cell, cell_lag, cell_group = _cell_index(group, lag)
+        K = len(cell_lag)
         counts = np.zeros((K, n, n))
         np.add.at(counts, (cell[~exact], a[~exact], b[~exact]), weight[~exact])
         exact_counts = np.zeros((K, n, E))
@@ -756,6 +742,25 @@ class CTMC(AbstractLinearModel):
         fill = seen.min() / 10 if seen.size else 0.1
         rates = np.where(np.isfinite(rates), rates, fill)
         return np.concatenate([np.log(rates), np.zeros(len(self.effects))])
+
+
+def _cell_index(group: np.ndarray, lag: np.ndarray):
+    """Distinct (covariate pattern, time step) cells: ``(cell of each row, cell lags, cell
+    patterns)``, lags equal to 11 significant digits counting as one. The cells are padded
+    to ``_bucket(K)`` with empty ones (lag 0, pattern 0), which add exactly 0 to a
+    log-likelihood and keep the number of distinct shapes, so of compilations, small."""
+    if len(lag):
+        scale = float(np.max(lag))
+        decimals = 11 - int(np.floor(np.log10(scale))) if scale > 0 else 11
+        key = np.column_stack([group, np.round(lag, decimals)])
+        _, first, cell = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        cell, cell_lag, cell_group = cell.reshape(-1), lag[first], group[first]
+    else:
+        cell, cell_lag, cell_group = np.zeros(0, int), np.zeros(0), np.zeros(0, int)
+    padding = _bucket(len(cell_lag)) - len(cell_lag)
+    cell_lag = np.concatenate([cell_lag, np.zeros(padding)])
+    cell_group = np.concatenate([cell_group, np.zeros(padding, int)])
+    return cell, cell_lag, cell_group
 
 
 def _centre(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

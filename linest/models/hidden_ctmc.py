@@ -50,7 +50,7 @@ from linest.models.ctmc import (
     CTMC,
     DEFAULT_GRADIENT,
     CTMCFit,
-    _bucket,
+    _cell_index,
     _centre,
     _parse_transition,
     _unique_rows,
@@ -581,15 +581,8 @@ class HiddenCTMC(AbstractLinearModel):
         dummies = (period[:, None] == np.arange(1, len(self.pci) + 1)[None, :]).astype(float)
         z_rows, means = _centre(np.column_stack([cov[cov_row], dummies]))
         patterns, group = _unique_rows(z_rows)
-        scale = float(np.max(dt)) if len(dt) else 1.0
-        decimals = 11 - int(np.floor(np.log10(scale))) if scale > 0 else 11
-        key = np.column_stack([group, np.round(dt, decimals)])
-        _, firsts, cell = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        K = len(firsts)
-        padding = _bucket(K) - K
-        lag = np.concatenate([dt[firsts], np.zeros(padding)])
-        cell_group = np.concatenate([group[firsts], np.zeros(padding, int)])
-        cell_of[subj, visit] = cell.reshape(-1)
+        cell, lag, cell_group = _cell_index(group, dt)
+        cell_of[subj, visit] = cell
         return HiddenStatistics(
             z=jnp.asarray(patterns),
             covariate_means=jnp.asarray(means),
