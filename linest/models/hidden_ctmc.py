@@ -47,6 +47,7 @@ from linest.engine import expm_times
 from linest.gradients import Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import (
+    _TINY,
     CTMC,
     DEFAULT_GRADIENT,
     CTMCFit,
@@ -61,7 +62,6 @@ __all__ = ["HiddenCTMC", "HiddenCTMCFit", "HiddenStatistics"]
 
 # Visit kinds in HiddenStatistics.kind.
 _NOISY, _TRUE, _EXACT, _PAD = 0, 1, 2, 3
-_TINY = 1e-300
 
 
 class HiddenStatistics(eqx.Module):
