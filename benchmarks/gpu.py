@@ -2,8 +2,10 @@
 
 1. Sampling, cav posterior (models/cav.toml, prior normal(-2, 2) on every log-rate):
    ESS/s (min ESS_bulk over the 7 log-rates / wall of warm-up + sampling, second call
-   in the process) against the number of chains, for linest's NUTS and ChEES. numpyro's
-   NUTS (the peer) runs from benchmarks/_hmc_peers.py in .venv-peers when it exists.
+   in the process) against the number of chains, for linest's NUTS, ChEES and MEADS
+   (MEADS, one leapfrog step per draw, runs --meads-factor times the warm-up steps and
+   draws; it needs >= 32 chains). numpyro's NUTS (the peer) runs from
+   benchmarks/_hmc_peers.py in .venv-peers when it exists.
 2. expm on one d x d matrix (random, scaled to norm 1), float64 and float32, median ms
    over interleaved rounds: forward of linest.expm (Taylor kernel, the default) and
    Exact(kernel="pade"), jax.scipy.linalg.expm, (float64, CPU) scipy.linalg.expm and
@@ -49,14 +51,16 @@ TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
 
 
 def sampling_row(kernel, chains, args, model, data, prior) -> dict:
+    factor = args.meads_factor if kernel == "meads" else 1
+    warmup, draws = args.warmup * factor, args.draws * factor
     runs = []
     for seed in (args.seed, args.seed + 1):  # the second call is the one reported
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SamplingWarning)
             tree = linest.sample(
-                model, data, prior, num_chains=chains, num_warmup=args.warmup,
-                num_samples=args.draws, kernel=kernel, rng_key=seed, progress=False,
+                model, data, prior, num_chains=chains, num_warmup=warmup,
+                num_samples=draws, kernel=kernel, rng_key=seed, progress=False,
                 log_likelihood=False,
             )  # fmt: skip
         wall = time.perf_counter() - start
@@ -73,6 +77,7 @@ def sampling_row(kernel, chains, args, model, data, prior) -> dict:
                 "divergences": int(stats["diverging"].sum()),
                 "rhat": float(az.rhat(tree, var_names=["theta"])["theta"].values.max()),
                 "first_wall": runs[0]["wall"] if runs else wall,
+                "per_chain": f"{warmup} + {draws}",
             }
         )
     row = runs[-1] | {"first_wall": runs[0]["wall"]}
@@ -113,6 +118,7 @@ def numpyro_row(chains, args) -> dict | None:
             "sampling": float("nan"),
             "rhat": float("nan"),
             "first_wall": runs[0]["wall_s"],
+            "per_chain": f"{args.warmup} + {args.draws}",
         }
 
 
@@ -204,7 +210,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--chains", type=int, nargs="*", default=[4, 16, 64])
-    parser.add_argument("--kernels", nargs="*", default=["nuts", "chees"])
+    parser.add_argument("--kernels", nargs="*", default=["nuts", "chees", "meads"])
+    parser.add_argument("--meads-factor", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
@@ -226,6 +233,8 @@ def main() -> None:
         rows = {}
         for chains in args.chains:
             for kernel in args.kernels:
+                if kernel == "meads" and (chains < 32 or chains % 4):
+                    continue  # MEADS refuses fewer than 32 chains
                 rows[(kernel, chains)] = sampling_row(
                     kernel, chains, args, spec.model, spec.read_data(), spec.priors
                 )
@@ -236,15 +245,17 @@ def main() -> None:
             f"## cav posterior, {args.warmup} warm-up + {args.draws} draws per chain "
             "(second call; ESS/s = min ESS_bulk / wall)",
             "",
-            "| sampler | chains | wall s (first call) | warm-up s | sampling s | min ESS_bulk "
-            "| ESS/s | ratio to NUTS | leapfrog/draw | accept | divergences | max r_hat |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| sampler | chains | warm-up + draws | wall s (first call) | warm-up s | sampling s "
+            "| min ESS_bulk | ESS/s | ratio to NUTS | leapfrog/draw | accept | divergences "
+            "| max r_hat |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for (kernel, chains), r in rows.items():
             nuts = rows.get(("nuts", chains))
             ratio = (r["ess"] / r["wall"]) / (nuts["ess"] / nuts["wall"]) if nuts else float("nan")
             lines.append(
-                f"| {kernel} | {chains} | {r['wall']:.1f} ({r['first_wall']:.1f}) | "
+                f"| {kernel} | {chains} | {r['per_chain']} | {r['wall']:.1f} "
+                f"({r['first_wall']:.1f}) | "
                 f"{r['warmup']:.1f} | {r['sampling']:.1f} | {r['ess']:.0f} | "
                 f"{r['ess'] / r['wall']:.1f} | {ratio:.2f} | {r['steps']:.1f} | "
                 f"{r['accept']:.2f} | {r['divergences']} | {r['rhat']:.3f} |"

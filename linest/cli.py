@@ -250,8 +250,9 @@ def main(argv=None) -> int:
     draw.add_argument(
         "--kernel",
         default="nuts",
-        choices=["nuts", "hmc", "chees"],
-        help="nuts (default), hmc, or chees (for many chains: adapted across them)",
+        choices=["nuts", "hmc", "chees", "meads"],
+        help="nuts (default), hmc, or chees / meads (for many chains: adapted across them; "
+        "meads needs a multiple of 4, at least 32)",
     )
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")

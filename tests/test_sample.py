@@ -115,20 +115,27 @@ def test_block_size_does_not_change_the_draws(paths, tmp_path):
     assert saved["linest_checkpoint"].attrs["next_draw"] == 30
 
 
-def test_chees_matches_the_conjugate_posterior(paths):
-    """ChEES (cross-chain adaptation, jittered HMC) on the closed-form gamma posterior:
-    means and 5/50/95% quantiles within 4 MCSE, no divergences."""
+@pytest.mark.parametrize(
+    "kernel, num_chains, num_samples", [("chees", 16, 250), ("meads", 32, 400)]
+)
+def test_cross_chain_kernels_match_the_conjugate_posterior(paths, kernel, num_chains, num_samples):
+    """ChEES (jittered HMC) and MEADS (generalized HMC, one leapfrog step per draw), both
+    adapted across chains, on the closed-form gamma posterior: means, sds (within 10%) and
+    5/50/95% quantiles within 4 MCSE, no divergences, and every chain taking the same
+    number of leapfrog steps at each draw (what keeps vmapped chains in step)."""
     frame, chains = paths
     tree = linest.sample(
-        THREE, chains, {"rate": {"gamma": list(GAMMA)}}, num_chains=16, num_warmup=300,
-        num_samples=250, rng_key=4, progress=False, kernel="chees", log_likelihood=False,
+        THREE, chains, {"rate": {"gamma": list(GAMMA)}}, num_chains=num_chains,
+        num_warmup=300, num_samples=num_samples, rng_key=4, progress=False, kernel=kernel,
+        log_likelihood=False,
     )  # fmt: skip
-    assert tree.attrs["linest_kernel"] == "chees"
+    assert tree.attrs["linest_kernel"] == kernel
     rate = tree["posterior"]["rate"]
     mean_mcse = az.mcse(tree, var_names=["rate"], method="mean")["rate"].values
     for k, exact in enumerate(_closed_form(frame)):
         draws = rate.isel(transition=k).values
         assert abs(draws.mean() - exact.mean()) < 4 * mean_mcse[k], (k, draws.mean())
+        assert abs(draws.std() / exact.std() - 1) < 0.1, (k, draws.std(), exact.std())
         for q in (0.05, 0.5, 0.95):
             mcse = float(
                 az.mcse(tree, var_names=["rate"], method="quantile", prob=q)["rate"].values[k]
@@ -136,25 +143,30 @@ def test_chees_matches_the_conjugate_posterior(paths):
             assert abs(np.quantile(draws, q) - exact.ppf(q)) < 4 * mcse, (k, q)
     stats = tree["sample_stats"]
     assert int(stats["diverging"].sum()) == 0
-    # One trajectory length for all chains at each draw (what keeps vmapped chains in step).
     assert np.all(stats["n_steps"].values == stats["n_steps"].values[:1])
+    if kernel == "meads":
+        assert np.all(stats["n_steps"].values == 1)
 
 
 @SHORT_RUN
-def test_chees_run_killed_after_a_block_resumes_to_the_same_draws(paths, tmp_path, monkeypatch):
-    """The ChEES state (step size, mass matrix, trajectory length, the jitter sequence's
-    position) goes through the checkpoint: a run stopped after its first block and
-    resumed equals one run straight through."""
+@pytest.mark.parametrize("kernel", ["chees", "meads"])
+def test_cross_chain_run_killed_after_a_block_resumes_to_the_same_draws(
+    paths, tmp_path, monkeypatch, kernel
+):
+    """The state of a kernel adapted across chains goes through the checkpoint (ChEES:
+    step size, mass matrix, trajectory length, the jitter sequence's position; MEADS:
+    step size, scales, damping, slice shift, the persistent momentum and slice variable):
+    a run stopped after its first block and resumed equals one run straight through."""
     from linest.sampling import run as sample_module
 
     _, chains = paths
     prior = {"log_rate": {"normal": [-1.0, 1.0]}}
     kwargs = dict(
-        num_chains=4, num_warmup=30, num_samples=30, rng_key=6, progress=False,
-        kernel="chees", block_size=10, log_likelihood=False,
+        num_chains=4 if kernel == "chees" else 32, num_warmup=30, num_samples=30, rng_key=6,
+        progress=False, kernel=kernel, block_size=10, log_likelihood=False,
     )  # fmt: skip
     straight = linest.sample(THREE, chains, prior, **kwargs)
-    out = tmp_path / "chees.nc"
+    out = tmp_path / f"{kernel}.nc"
     real, writes = sample_module._write, []
 
     def dying(tree, path):
@@ -174,10 +186,19 @@ def test_chees_run_killed_after_a_block_resumes_to_the_same_draws(paths, tmp_pat
     )
     with pytest.raises(SamplingError, match="kernel"):
         linest.sample(THREE, chains, prior, out=out, resume=True, **(kwargs | {"kernel": "nuts"}))
-    with pytest.raises(SamplingError, match="num_chains >= 2"):
-        linest.sample(THREE, chains, prior, **(kwargs | {"num_chains": 1}))
-    with pytest.warns(SamplingWarning, match="noisy below 16"):
-        linest.sample(THREE, chains, prior, **(kwargs | {"num_warmup": 10, "num_samples": 2}))
+    if kernel == "chees":
+        with pytest.raises(SamplingError, match="num_chains >= 2"):
+            linest.sample(THREE, chains, prior, **(kwargs | {"num_chains": 1}))
+        with pytest.warns(SamplingWarning, match="noisy below 16"):
+            linest.sample(THREE, chains, prior, **(kwargs | {"num_warmup": 10, "num_samples": 2}))
+    else:
+        for bad in (16, 34):
+            with pytest.raises(SamplingError, match="multiple of 4 and at least 32"):
+                linest.sample(THREE, chains, prior, **(kwargs | {"num_chains": bad}))
+        with pytest.raises(SamplingError, match="no target_acceptance"):
+            linest.sample(THREE, chains, prior, **(kwargs | {"target_acceptance": 0.8}))
+        with pytest.raises(SamplingError, match=r"same log q\(a-b\), log q\(b-a\)"):
+            linest.sample(THREE, chains, prior, **(kwargs | {"init": np.full(4, -1.0)}))
 
 
 def _spec(tmp_path, frame) -> Path:

@@ -26,7 +26,7 @@ class _Settings:
     num_samples: int
     seed: int
     gradient: str
-    target_acceptance: float
+    target_acceptance: float | None  # None: the kernel has no target (MEADS)
     max_tree_depth: int
     num_integration_steps: int
     params: tuple[str, ...]

@@ -20,6 +20,8 @@ from linest.priors import Prior, PriorError
 from linest.sampling.base import (
     CHEES_FEW_CHAINS,
     KERNELS,
+    MEADS_FOLDS,
+    MEADS_MIN_CHAINS,
     TARGET_ACCEPTANCE,
     SamplingError,
     SamplingWarning,
@@ -37,7 +39,11 @@ from linest.sampling.checkpoint import (
 from linest.sampling.chees import ChEES
 from linest.sampling.diagnostics import diagnose
 from linest.sampling.kernels import _LogDensity
+from linest.sampling.meads import MEADS
 from linest.sampling.nuts import WindowAdapted
+
+#: The module behind each ``kernel=`` name (see kernels.py for the contract).
+KERNEL_CLASSES = {"nuts": WindowAdapted, "hmc": WindowAdapted, "chees": ChEES, "meads": MEADS}
 
 # ----------------------------------------------------------------------------- API
 
@@ -82,9 +88,13 @@ def sample(
         or ``"chees"`` (jittered HMC; step size, diagonal mass matrix and trajectory
         length adapted across chains by ChEES; at most ``2**max_tree_depth`` leapfrog
         steps). ChEES is for many chains (dozens to thousands): every chain takes the same
-        number of steps per draw.
+        number of steps per draw. ``"meads"``: generalized HMC, one leapfrog step per draw
+        with persistent momentum, step size, damping and diagonal scale adapted across
+        chains by MEADS (Hoffman and Sountsov 2022); ``num_chains`` a multiple of 4 (its
+        folds), at least 32. A MEADS draw costs one gradient, so it needs many chains or
+        many draws: its ESS per draw is lower than NUTS's, its ESS per gradient is not.
     target_acceptance : the adaptation's target (default 0.8 for NUTS and HMC, 0.651
-        for ChEES)
+        for ChEES; MEADS has none and refuses one)
     rng_key : an int seed or a JAX key
     out : a netCDF path; written atomically after warm-up and after every block
     resume : continue the run stored in ``out`` (same settings required)
@@ -118,6 +128,11 @@ def sample(
         raise SamplingError(
             f"sample: kernel={kernel!r}; expected one of {', '.join(map(repr, KERNELS))}"
         )
+    if kernel == "meads" and target_acceptance is not None:
+        raise SamplingError(
+            "sample: kernel='meads' has no target_acceptance (MEADS sets its step size from "
+            "the largest eigenvalue of the chains' scaled gradients); leave it out"
+        )
     if target_acceptance is None:
         target_acceptance = TARGET_ACCEPTANCE[kernel]
     for name, value, low in (
@@ -129,7 +144,7 @@ def sample(
     ):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise SamplingError(f"sample: {name} must be an integer >= {low}, got {value!r}")
-    if not 0 < target_acceptance < 1:
+    if target_acceptance is not None and not 0 < target_acceptance < 1:
         raise SamplingError(f"sample: target_acceptance must be in (0, 1), got {target_acceptance}")
     if prior is None:
         raise PriorError(
@@ -162,6 +177,13 @@ def sample(
             f"sample: kernel='chees' adapts across chains: it needs num_chains >= 2 in each "
             f"run (this one has {num_chains})"
         )
+    if kernel == "meads" and (num_chains % MEADS_FOLDS or num_chains < MEADS_MIN_CHAINS):
+        raise SamplingError(
+            f"sample: kernel='meads' adapts from {MEADS_FOLDS} folds of chains: it needs "
+            f"num_chains a multiple of {MEADS_FOLDS} and at least {MEADS_MIN_CHAINS} in each "
+            f"run (this one has {num_chains}; with 16, 4 of 8 test runs sampled a Gaussian "
+            "6 to 211 times too wide); use more chains or kernel='nuts'"
+        )
     if kernel == "chees" and num_chains < CHEES_FEW_CHAINS:
         warnings.warn(
             f"sample: kernel='chees' with {num_chains} chains: ChEES estimates its step "
@@ -193,7 +215,7 @@ def sample(
         num_samples=int(num_samples),
         seed=int(seed),
         gradient=_method_name(gradient),
-        target_acceptance=float(target_acceptance),
+        target_acceptance=None if target_acceptance is None else float(target_acceptance),
         max_tree_depth=int(max_tree_depth),
         num_integration_steps=int(num_integration_steps) if kernel == "hmc" else 0,
         params=tuple(model.param_names),
@@ -204,18 +226,18 @@ def sample(
 
     common: dict[str, Any] = dict(
         logdensity=_LogDensity(model, compute, prior, gradient),
-        target_acceptance=float(target_acceptance),
+        target_acceptance=0.0 if target_acceptance is None else float(target_acceptance),
         max_tree_depth=int(max_tree_depth),
         num_warmup=int(num_warmup),
         block=int(block),
         num_samples=int(num_samples),
     )
-    if kernel == "chees":
-        sampler = ChEES(**common)
-    else:
+    if KERNEL_CLASSES[kernel] is WindowAdapted:
         sampler = WindowAdapted(
             **common, algorithm=kernel, num_integration_steps=int(num_integration_steps)
         )
+    else:
+        sampler = KERNEL_CLASSES[kernel](**common)
     chosen = _chain_devices(num_chains, devices)
     # Draw i of chain c uses fold_in(fold_in(key, c), i); warm-up a separate stream.
     ids = jnp.arange(first, stop)
@@ -236,6 +258,13 @@ def sample(
 
     if checkpoint is None:
         theta0 = _initial(model, compute, init, total_chains, key)[first:stop]
+        if kernel == "meads" and np.any(np.ptp(np.asarray(theta0), axis=0) == 0):
+            same = [model.param_names[i] for i in np.flatnonzero(np.ptp(theta0, axis=0) == 0)]
+            raise SamplingError(
+                "sample: kernel='meads' scales each parameter by its spread across chains, "
+                f"and every chain starts at the same {', '.join(same)}: give init= one "
+                "dispersed row per chain, or leave init out"
+            )
         model.preflight(np.asarray(theta0[0]), compute, gradient)
         start = time.perf_counter()
         say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
