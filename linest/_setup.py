@@ -33,3 +33,32 @@ def _use_cpu_devices() -> None:
 
 
 _use_cpu_devices()
+
+
+def _mapped_regions() -> tuple[int, int]:
+    """This process's memory mappings and the kernel's limit on them ((0, 0) off Linux)."""
+    try:
+        with open("/proc/self/maps") as maps, open("/proc/sys/vm/max_map_count") as limit:
+            return sum(1 for _ in maps), int(limit.read())
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def release_compiled_programs() -> bool:
+    """Drop JAX's compiled programs when this process holds more than half the memory
+    mappings the kernel allows; True when it did.
+
+    Every program XLA's CPU backend compiles keeps about 20 mappings while JAX caches
+    it. A process that compiles thousands (a test suite, a notebook fitting model after
+    model) reached Linux's vm.max_map_count (65530): LLVM then failed with "Cannot
+    allocate memory" and aborted the process, results unwritten. ``fit``, ``sample`` and
+    ``compare`` call this before they start; the price is recompiling what is still
+    needed."""
+    import gc
+
+    count, limit = _mapped_regions()
+    if limit and count > limit // 2:
+        _jax.clear_caches()
+        gc.collect()
+        return True
+    return False

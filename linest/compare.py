@@ -196,6 +196,10 @@ def compare_model(
 
     import equinox as eqx
 
+    from linest._setup import release_compiled_programs
+
+    release_compiled_programs()
+
     from linest.fit import fit
     from linest.models.base import for_compute
     from linest.priors import Prior

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.optimize
 
 from linest._export import exported_jit
+from linest._setup import release_compiled_programs
 from linest.models.base import for_compute
 from linest.models.result import FitResult
 
@@ -201,6 +202,7 @@ def fit(
     -------
     FitResult, or the model's subclass of it (``model.result_class``)
     """
+    release_compiled_programs()
     model.check_gradient(gradient, "fit")
     if intervals not in ("wald", "profile"):
         raise ValueError(f"fit: intervals={intervals!r}; expected 'wald' or 'profile'")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import linest  # noqa: F401  (turns on float64)
+from linest._setup import release_compiled_programs
 
 jax.config.update("jax_enable_x64", True)
 
@@ -45,3 +46,13 @@ def _no_shared_compilation_cache(monkeypatch):
     if jax.config.jax_compilation_cache_dir is not None:
         jax.config.update("jax_compilation_cache_dir", None)
         compilation_cache.reset_cache()
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    """One process running the slow suite compiled enough programs to pass the kernel's
+    limit on memory mappings: LLVM aborted it in test_compare_runs_on_every_kind
+    (23000 mappings and rising 100 a second). After each test, the guard fit and sample
+    use (linest._setup.release_compiled_programs)."""
+    yield
+    release_compiled_programs()

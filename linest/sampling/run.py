@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from linest._setup import release_compiled_programs
 from linest.models.base import for_compute
 from linest.priors import Prior, PriorError
 from linest.sampling.base import (
@@ -122,6 +123,7 @@ def sample(
     ``rate`` and ``hazard_ratio``), sample_stats, log_likelihood, observed_data, and
     ``linest_checkpoint`` (the state a resumed run needs).
     """
+    release_compiled_programs()
     model.check_gradient(gradient, "sample")
     gradient, devices = model.sampling_setup(gradient, devices)
     if kernel not in KERNELS:
