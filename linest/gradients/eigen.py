@@ -12,6 +12,7 @@ import numpy as np
 from jax import lax
 
 from linest.gradients import _pade
+from linest.gradients._batch import batch_any
 from linest.gradients._primitives import expm_p
 from linest.gradients.base import AbstractGradient
 from linest.gradients.exact import Exact
@@ -165,7 +166,7 @@ class Eigen(AbstractGradient):
 
         if self.fallback:
             L = lax.cond(
-                jnp.any(bad),
+                batch_any(jnp.any(bad)),
                 lambda E: _pade.frechet(pade, E, transpose).astype(E.dtype),
                 lambda E: eigen_path(E).astype(E.dtype),
                 E,
@@ -252,7 +253,7 @@ def expm_times_shared(method: Eigen, A, ts, index):
         def pade_path(A, ts):
             return expm_p.bind(ts[:, None, None] * A[index], gradient=Exact())
 
-        return lax.cond(bad, pade_path, eigen_path, A, ts)
+        return lax.cond(batch_any(bad), pade_path, eigen_path, A, ts)
     if not isinstance(condition, jax.core.Tracer):
         worst = float(jnp.max(jnp.where(jnp.isnan(condition), jnp.inf, condition)))
         if not worst <= method.max_condition:
@@ -325,7 +326,7 @@ def _states_jvp(primals, tangents):
             return E * ts[:, None] * (jnp.diagonal(inner) * c)
 
         off_diagonal = close & ~jnp.eye(lam.shape[-1], dtype=bool)
-        out = out + lax.cond(jnp.any(off_diagonal), series, diagonal, inner)
+        out = out + lax.cond(batch_any(jnp.any(off_diagonal)), series, diagonal, inner)
     if not isinstance(dx0, zero):
         out = out + E * _mm(Vinv, dx0)
     if not isinstance(dts, zero):
@@ -364,7 +365,7 @@ def propagate_shared(method: Eigen, A, x0, ts):
                 jnp.result_type(A.dtype, x0.dtype)
             )
 
-        return lax.cond(bad, pade_path, eigen_path, A, x0, ts)
+        return lax.cond(batch_any(bad), pade_path, eigen_path, A, x0, ts)
     if not isinstance(condition, jax.core.Tracer) and bool(bad):
         raise ValueError(
             f"the eigenvector matrix is ill-conditioned: cond(V) <= {float(condition):.3g} "

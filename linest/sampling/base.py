@@ -14,7 +14,7 @@ CHEES_FEW_CHAINS = 16
 #: fold's parameters come from another fold's chains.
 MEADS_FOLDS = 4
 #: MEADS refuses fewer chains: on a 7-d Gaussian (sds 0.05 to 10; 4 seeds x 300 and 1000
-#: warm-up steps) 16 chains sampled sds 6 to 211 times too wide in 4 of 8 runs (warm-up
+#: warm-up steps) 16 chains sampled sds 6 to 212 times too wide in 5 of 8 runs (warm-up
 #: drifts, the step size collapses), 32 to 128 chains within 2% in all 24.
 MEADS_MIN_CHAINS = 32
 #: Default acceptance targets: NUTS/HMC (Stan's 0.8), ChEES (0.651, optimal for HMC).

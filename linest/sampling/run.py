@@ -183,8 +183,8 @@ def sample(
         raise SamplingError(
             f"sample: kernel='meads' adapts from {MEADS_FOLDS} folds of chains: it needs "
             f"num_chains a multiple of {MEADS_FOLDS} and at least {MEADS_MIN_CHAINS} in each "
-            f"run (this one has {num_chains}; with 16, 4 of 8 test runs sampled a Gaussian "
-            "6 to 211 times too wide); use more chains or kernel='nuts'"
+            f"run (this one has {num_chains}; with 16, 5 of 8 test runs sampled a Gaussian "
+            "6 to 212 times too wide); use more chains or kernel='nuts'"
         )
     if kernel == "chees" and num_chains < CHEES_FEW_CHAINS:
         warnings.warn(
