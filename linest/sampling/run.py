@@ -112,8 +112,8 @@ def sample(
     log_likelihood : add the pointwise log-likelihood group (for ``arviz.loo``)
     chain_range : ``(start, stop)``: run only chains ``start .. stop - 1`` of the
         ``num_chains``, with the keys and starting points they have in the whole run (its
-        draws are those chains' draws in one run of all of them; ChEES adapts on the
-        chains it runs). Default: all of them, or, under JAX's multi-process runtime
+        draws are those chains' draws in one run of all of them; ChEES and MEADS adapt
+        on the chains it runs, so their draws differ from one run of all). Default: all of them, or, under JAX's multi-process runtime
         (``jax.distributed.initialize``), this process's contiguous share. Join the
         files of the parts with :func:`join_runs`.
 
