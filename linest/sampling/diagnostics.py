@@ -81,14 +81,15 @@ def summarize(tree) -> str:
         table = az.summary(tree, var_names=names, ci_kind="hdi", ci_prob=0.95)
     stats = tree["sample_stats"]
     chains, draws = stats.sizes["chain"], stats.sizes["draw"]
+    kernel = tree.attrs.get("linest_kernel", "nuts")
+    depth = f", max tree depth {int(stats['tree_depth'].max())}" if kernel == "nuts" else ""
     lines = [
-        f"{tree.attrs.get('linest_kernel', 'nuts').upper()} with gradient "
+        f"{kernel.upper()} with gradient "
         f"{tree.attrs.get('linest_gradient')}: {chains} chains x {draws} draws; "
         f"acceptance {float(stats['acceptance_rate'].mean()):.2f}, divergences "
         f"{int(stats['diverging'].sum())}, step size "
         f"{float(stats['step_size'].mean()):.3g}, mean leapfrog steps "
-        f"{float(stats['n_steps'].mean()):.1f}, max tree depth "
-        f"{int(stats['tree_depth'].max())}",
+        f"{float(stats['n_steps'].mean()):.1f}{depth}",
         f"prior: {_short_prior(tree.attrs.get('linest_prior', ''))}",
         "",
         table.to_string(),
