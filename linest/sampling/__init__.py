@@ -9,9 +9,10 @@ over ``jax.make_mesh``), chains vmapped within a device. Draws come back as an A
 and trajectory length are tuned by the ChEES criterion across chains, Hoffman, Radul and
 Sountsov 2021) adapts from all chains at once, and every chain then takes the same number
 of leapfrog steps per draw: no chain waits for another's longer NUTS tree, which is what
-thousands of vmapped chains on one accelerator need. ``kernel="meads"`` (Hoffman and Sountsov 2022) goes further: generalized HMC with one
-leapfrog step per draw and persistent momentum, its step size, damping and scales set
-from 4 folds of chains by blackjax's ``meads_adaptation`` (at least 32 chains).
+thousands of vmapped chains on one accelerator need. ``kernel="meads"`` (Hoffman and
+Sountsov 2022) goes further: generalized HMC with one leapfrog step per draw and
+persistent momentum, its step size, damping and scales set from 4 folds of chains by
+blackjax's ``meads_adaptation`` (at least 32 chains).
 
 **Surrogate trajectories.** With ``gradient=linest.Surrogate(...)`` the log density's
 *value* is still exact (every engine method computes ``exp`` exactly; only its derivative

@@ -13,8 +13,8 @@ settings as static fields. The driver (``run.py``) asks it for two things:
   the last state, the per-draw records and the updated ``extra``.
 
 One module per kernel family: ``nuts.py`` (NUTS and static HMC, window adaptation per
-chain), ``chees.py`` (ChEES) and ``meads.py`` (MEADS), both adapted across chains. A new kernel is a new module behind
-this contract and a line in ``run.KERNEL_CLASSES``.
+chain), ``chees.py`` (ChEES) and ``meads.py`` (MEADS), both adapted across chains. A
+new kernel is a new module behind this contract and a line in ``run.KERNEL_CLASSES``.
 """
 
 from __future__ import annotations

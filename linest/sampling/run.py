@@ -113,9 +113,10 @@ def sample(
     chain_range : ``(start, stop)``: run only chains ``start .. stop - 1`` of the
         ``num_chains``, with the keys and starting points they have in the whole run (its
         draws are those chains' draws in one run of all of them; ChEES and MEADS adapt
-        on the chains it runs, so their draws differ from one run of all). Default: all of them, or, under JAX's multi-process runtime
-        (``jax.distributed.initialize``), this process's contiguous share. Join the
-        files of the parts with :func:`join_runs`.
+        on the chains it runs, so their draws differ from one run of all). Default: all
+        of them, or, under JAX's multi-process runtime (``jax.distributed.initialize``),
+        this process's contiguous share. Join the files of the parts with
+        :func:`join_runs`.
 
     Returns
     -------
@@ -260,8 +261,9 @@ def sample(
 
     if checkpoint is None:
         theta0 = _initial(model, compute, init, total_chains, key)[first:stop]
-        if kernel == "meads" and np.any(np.ptp(np.asarray(theta0), axis=0) == 0):
-            same = [model.param_names[i] for i in np.flatnonzero(np.ptp(theta0, axis=0) == 0)]
+        fixed = np.flatnonzero(np.ptp(np.asarray(theta0), axis=0) == 0)
+        if kernel == "meads" and fixed.size:
+            same = [model.param_names[i] for i in fixed]
             raise SamplingError(
                 "sample: kernel='meads' scales each parameter by its spread across chains, "
                 f"and every chain starts at the same {', '.join(same)}: give init= one "
