@@ -51,17 +51,17 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/gradient_cost.py
 
 demo: $(VENV)/.installed-test
-	$(BIN)/linest fit models/cav.toml --plot cav-prevalence.png
+	$(BIN)/linest fit models/cav.toml --plot cav-prevalence.png --overwrite
 	$(BIN)/linest fit models/cav.toml --covariates sex
 	$(BIN)/linest fit models/ratings.toml
 	$(BIN)/linest fit models/cav_misc.toml
 	$(BIN)/linest sample models/cav.toml --chains 4 --warmup 300 --draws 300 --out cav-posterior.nc --overwrite --plots cav
 	$(BIN)/python examples/compare_gradients.py
-	$(BIN)/linest fit models/advection_diffusion_2d.toml --plot ad-fit.png
+	$(BIN)/linest fit models/advection_diffusion_2d.toml --plot ad-fit.png --overwrite
 	$(BIN)/python examples/advection_diffusion.py --out .
-	$(BIN)/linest fit models/quantum_ring.toml --plot quantum-fit.png
+	$(BIN)/linest fit models/quantum_ring.toml --plot quantum-fit.png --overwrite
 	$(BIN)/python examples/quantum_potential.py --out .
-	$(BIN)/linest fit models/theophylline.toml --plot theophylline.png
+	$(BIN)/linest fit models/theophylline.toml --plot theophylline.png --overwrite
 	$(BIN)/python examples/ssm.py --out .
 
 clean:

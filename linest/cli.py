@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
-from linest._io import atomic_write
+from linest._io import OutputError, atomic_write, check_output
 
 
 def _enable_compilation_cache() -> None:
@@ -60,6 +61,8 @@ def _fit(args) -> int:
         names = [c for item in args.covariates for c in item.split(",") if c]
         spec = spec.with_covariates(names)
     gradient = None if args.gradient == "default" else linest.gradient_from_string(args.gradient)
+    outputs = [(option, value) for option, value in (("--json", args.json), ("--plot", args.plot))]
+    _check_outputs(outputs, spec, args.overwrite)
     chains = spec.read_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)  # printed in the summary
@@ -99,6 +102,14 @@ def _sample(args) -> int:
         )
         return 1
     gradient = None if args.gradient == "default" else linest.gradient_from_string(args.gradient)
+    if args.resume and not args.out:
+        raise OutputError("--resume needs --out (the file of the run to continue)")
+    outputs = [("--out", args.out)]
+    if args.plots:
+        from linest.plots import posterior_plot_paths
+
+        outputs += [("--plots", path) for path in posterior_plot_paths(args.plots)]
+    _check_outputs(outputs, spec, args.overwrite, resume=args.resume)
     chains = spec.read_data()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
@@ -139,10 +150,7 @@ def _join(args) -> int:
     from linest.sampling import join_runs, summarize
     from linest.sampling.checkpoint import _write
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        print(f"linest: error: {out} exists; --overwrite replaces it", file=sys.stderr)
-        return 1
+    out = check_output(args.out, option="--out", overwrite=args.overwrite, inputs=args.parts)
     tree = join_runs(args.parts)
     _write(tree, out)
     print(f"joined {len(args.parts)} runs: {', '.join(map(str, args.parts))}")
@@ -158,6 +166,15 @@ def _compare(args) -> int:
     from linest.spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out}: is a file; compare writes a folder of reports")
+        folder = next(p for p in (out, *out.parents) if p.exists() or str(p) in ("", "."))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"--out {out}: the folder {folder} is not writable")
+        if out.is_dir():
+            _check_outputs([("--out", out / name) for name in REPORT_FILES], spec, args.overwrite)
     data = spec.read_data()
     methods = CANDIDATES if not args.methods else [m.strip() for m in args.methods.split(",")]
     prior = _prior(spec) if spec.priors else None
@@ -193,6 +210,29 @@ def _compare(args) -> int:
     return 0
 
 
+REPORT_FILES = ("report.md", "report.json", "report.png")
+
+
+def _check_outputs(outputs, spec, overwrite, resume=False) -> None:
+    """Every output path of a run, checked before any work (see linest._io.check_output);
+    two outputs of one run may not share a path either."""
+    seen: dict[str, str] = {}
+    for option, value in outputs:
+        if not value:
+            continue
+        path = check_output(
+            value,
+            option=option,
+            overwrite=overwrite,
+            inputs=spec.inputs,
+            exists_ok=resume and option == "--out",  # the run --resume continues
+        )
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputError(f"{option} {path}: also given as {seen[key]}; use two paths")
+        seen[key] = option
+
+
 def _prior(spec):
     from linest.priors import Prior
 
@@ -219,6 +259,9 @@ def main(argv=None) -> int:
         "surrogate-gauss-2, ... (see linest.gradient_from_string)",
     )
     fit.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    fit.add_argument(
+        "--overwrite", action="store_true", help="replace existing --json and --plot files"
+    )
     fit.add_argument(
         "--intervals",
         choices=["wald", "profile"],
@@ -257,7 +300,9 @@ def main(argv=None) -> int:
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")
     draw.add_argument("--resume", action="store_true", help="continue the run in --out")
-    draw.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    draw.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out and --plots files"
+    )
     draw.add_argument("--block-size", type=int, help="draws per block (progress and writes)")
     draw.add_argument("--plots", metavar="PREFIX", help="write PREFIX-trace.png, PREFIX-pair.png")
     draw.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -278,6 +323,9 @@ def main(argv=None) -> int:
         "default, exact, eigen, autodiff, adjoint, surrogate-left, surrogate-gauss-2/4/8)",
     )
     versus.add_argument("--out", metavar="DIR", help="write report.md, report.json, report.png")
+    versus.add_argument(
+        "--overwrite", action="store_true", help="replace the reports in an existing --out"
+    )
     versus.add_argument("--no-fits", action="store_true", help="skip the optimiser runs")
     versus.add_argument(
         "--truth",
@@ -294,18 +342,54 @@ def main(argv=None) -> int:
     from linest.sampling import SamplingError
     from linest.spec import SpecError
 
+    previous = _terminate_cleanly()
     try:
         if args.command == "compare":
             return _compare(args)
         if args.command == "join":
             return _join(args)
         return _fit(args) if args.command == "fit" else _sample(args)
-    except (DataError, SpecError, PriorError, SamplingError) as error:
+    except (DataError, SpecError, PriorError, SamplingError, OutputError) as error:
         print(f"linest: error: {error}", file=sys.stderr)
         return 1
     except ValueError as error:  # a bad --gradient name and similar user mistakes
         print(f"linest: error: {error}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, Terminated) as stop:
+        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT (Ctrl-C)"
+        print(f"\nlinest: stopped by {name}; {_kept(args)}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` clauses (the removal of a
+    half-written temporary file) run, as they do for Ctrl-C."""
+
+
+def _terminate_cleanly():
+    """Turn SIGTERM into :class:`Terminated`; returns the previous handler (None off the
+    main thread, where Python cannot install one)."""
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _kept(args) -> str:
+    """What an interrupted command leaves, in words."""
+    if args.command == "sample" and args.out and Path(args.out).exists():
+        return (
+            f"the draws written so far are in {args.out}; the same command with --resume "
+            "continues the run"
+        )
+    return "nothing was written"
 
 
 def console() -> None:

@@ -38,34 +38,35 @@ def plot_prevalence(result, data, times=None):
     return figure
 
 
+def posterior_plot_paths(prefix) -> list[str]:
+    """The files :func:`plot_posterior` writes for ``prefix``."""
+    return [f"{prefix}-{kind}.png" for kind in ("trace", "pair")]
+
+
 def plot_posterior(tree, prefix) -> list[str]:
     """Trace plot and pair plot of the natural-scale parameters: PREFIX-trace.png, -pair.png."""
-    import os
-
     import arviz as az
     import matplotlib
+
+    from linest._io import atomic_write
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     names = [v for v in tree["posterior"].data_vars if v != "theta"] or ["theta"]
     written = []
-    for kind, draw in (
-        ("trace", lambda: az.plot_trace_dist(tree, var_names=names, backend="matplotlib")),
-        ("pair", lambda: az.plot_pair(tree, var_names=names, backend="matplotlib")),
-    ):
-        path = f"{prefix}-{kind}.png"
+    draws = (
+        lambda: az.plot_trace_dist(tree, var_names=names, backend="matplotlib"),
+        lambda: az.plot_pair(tree, var_names=names, backend="matplotlib"),
+    )
+    for path, draw in zip(posterior_plot_paths(prefix), draws):
         with az.rc_context({"plot.max_subplots": 400}):
             collection = draw()
         figure = collection.viz["figure"].item() if hasattr(collection, "viz") else plt.gcf()
-        tmp = f"{os.path.dirname(path) or '.'}/.{os.path.basename(path)}.tmp{os.getpid()}.png"
         try:
-            figure.savefig(tmp, dpi=90, bbox_inches="tight")
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp, f=figure: f.savefig(tmp, dpi=90, bbox_inches="tight"))
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        plt.close(figure)
+            plt.close(figure)
         written.append(path)
     return written
 

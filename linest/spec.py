@@ -30,6 +30,12 @@ class Spec:
     data: dict  # the model's read_data keyword arguments, with "source" resolved
     priors: dict
 
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """The files this spec reads (itself, its data): outputs must never replace them."""
+        files = [self.path] + [v for v in self.data.values() if isinstance(v, Path)]
+        return tuple(files)
+
     def read_data(self):
         """Read the data file the spec names, as the model reads it."""
         return self.model.read_data(**self.data)

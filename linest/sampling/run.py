@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from linest._io import check_output, remove_stale_temporaries
 from linest._setup import release_compiled_programs
 from linest.models.base import for_compute
 from linest.priors import Prior, PriorError
@@ -163,6 +164,9 @@ def sample(
             f"{out} exists: resume=True (--resume) continues that run, overwrite=True "
             "(--overwrite) replaces it"
         )
+    if out is not None:  # a folder, a device, a missing folder: before any work
+        check_output(out, option="out", overwrite=True)
+        remove_stale_temporaries(out)  # left by a run killed while writing
 
     total_chains = int(num_chains)
     if chain_range is None and jax.process_count() > 1:
