@@ -1,77 +1,4 @@
-"""Advection-diffusion on a periodic grid: a velocity field and a diffusivity from snapshots.
-
-The notes' estimation problem 2 (001, section 4.2, eqs. 4.3-4.7):
-
-    d theta / dt = kappa Laplacian(theta) - div(u theta)
-
-(equal to the notes' ``kappa Laplacian - u . grad`` when ``div u = 0``: always for a
-constant velocity and for the stream-function parametrisation), discretised by
-conservative finite volumes on a periodic 1D grid of ``n`` cells or a 2D grid of
-``ny x nx`` cells (arrays are indexed ``[y, x]``, as the NetCDF dims ``(time, y, x)``).
-
-**The scheme.** Cell averages ``theta_i``; velocities live on cell faces (a staggered
-C-grid), ``u_{i+1/2}``; the flux through a face is ``F = u theta_face - kappa (theta_{i+1}
-- theta_i) / h`` and ``d theta_i/dt = -(F_{i+1/2} - F_{i-1/2}) / h`` along each axis. Mass
-``sum theta_i h^d`` is conserved exactly for any velocity. Face values:
-
-* ``scheme="central"`` (default): ``theta_face = (theta_i + theta_{i+1}) / 2``. Second
-  order in ``h``. With the cell Peclet number ``Pe = |u| h / kappa``, the scheme is
-  positive (no new extrema, no negative concentrations) when ``Pe <= 2``; above, it
-  oscillates near steep fronts. Chosen as the default because estimation needs the
-  diffusivity: an upwind scheme adds a numerical diffusivity ``|u| h / 2`` that is
-  indistinguishable from ``kappa`` in the data, so it biases the estimate of ``kappa``
-  by that amount (0.1 |u| h at Pe = 0.2 is already 50% of kappa at Pe = 1). linest
-  warns when an estimate or a simulation has ``Pe > 2`` with central fluxes.
-* ``scheme="upwind"``: ``theta_face`` from the upstream cell. First order, positive
-  for every ``Pe`` (a monotone scheme), but diffusive as said above. Use it for
-  advection-dominated flows on grids too coarse for ``Pe <= 2``, and do not read the
-  fitted ``kappa`` as the physical one.
-
-**Velocity parametrisations** (``velocity=``):
-
-* ``"constant"``: one vector ``u`` (parameters ``u_x, u_y``; ``u`` in 1D). The operator
-  is then circulant, and :class:`linest.Fourier` propagates it exactly by the FFT.
-* ``"grid"``: values of each component on a coarse ``my x mx`` grid of nodes at the
-  centres of a coarse partition of the domain, interpolated (periodic, bilinear) to
-  the fine faces. Not divergence-free in general: the conservative form above is the
-  model then. ``2 my mx`` parameters.
-* ``"stream"`` (2D): a divergence-free field ``u = (d psi/dy, -d psi/dx) + U`` with the
-  stream function ``psi`` on the coarse nodes (bilinearly interpolated to the fine cell
-  corners and differenced there, so the *discrete* divergence is exactly zero) and a
-  mean flow ``U`` (a periodic stream function cannot carry one). ``psi`` is fixed to 0
-  at node ``[0, 0]`` (a constant in ``psi`` changes nothing): ``my mx - 1 + 2``
-  parameters.
-
-**Observations.** Snapshots at times ``0 < t_1 < ... < t_K`` of the whole grid, or of
-sensors at given coordinates (bilinear interpolation of the cell values), with
-independent Gaussian noise of a known ``sigma`` or an estimated one (``log sigma``). The
-initial field ``theta(0)`` is known (given with the data). Read them from NetCDF with
-:func:`read_snapshots`.
-
-**Gradient methods** (``gradient=`` of ``loglik``, ``linest.fit``, ``linest.sample``):
-
-* :class:`linest.Fourier` (default for a constant velocity): exact, FFT, no time steps.
-* :class:`linest.Adjoint` (default otherwise): diffrax solve of the semi-discrete system
-  and its adjoint; ``adjoint=diffrax.RecursiveCheckpointAdjoint()`` (default) gives
-  the exact gradient of the discrete solve with memory of a few checkpoints,
-  ``diffrax.BacksolveAdjoint()`` the continuous adjoint (memory of one state, gradient
-  accurate to the tolerances). The solver is the explicit ``Tsit5`` with 16
-  checkpoints: it needs about ``T rho(A) / 3.5`` steps, ``rho(A) ~ 4 d kappa / h^2``,
-  set by stability rather than accuracy (48 steps to t = 1 on the shipped 64 x 64
-  problem; the cost of a solve grows as ``n^4`` on an ``n x n`` grid: 5 ms, 0.1 s and
-  2.6 s at n = 64, 128, 256 on a 2-core CPU). An IMEX split (diffrax's KenCarp4,
-  diffusion implicit) was tried and does not work here yet: with diffrax's default
-  root finder it materialises the Jacobian and its solve returned NaN; with a
-  matrix-free lineax GMRES it failed to trace. Numbers in ``benchmarks/RESULTS.md``.
-* :class:`linest.Surrogate` ``(rule, nodes)``: the notes' eq. 4.7 by quadrature on each
-  interval between snapshots, ``rho = sum_j w_j dt S(dt - s_j) J S(s_j) theta_prev``,
-  adjoint form: the states and adjoint states are needed only at the quadrature nodes,
-  so the memory is ``(nodes + 1) K`` states and the cost one forward and one backward
-  propagation (whatever the rule). ``"left"`` is the notes' ``t S(t) J``.
-* :class:`linest.gradients.CoarseGrid` ``(factor)``: the value on this grid, the
-  gradient from a grid ``factor`` times coarser.
-* :class:`linest.Exact` means the default exact method of the case.
-"""
+"""The advection-diffusion model: parameters, likelihood, fit hooks, specs, simulation."""
 
 from __future__ import annotations
 
@@ -79,286 +6,40 @@ import dataclasses
 import functools
 import math
 import warnings
-from pathlib import Path
 from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
-from linest._io import atomic_write
 from linest.data import DataError
 from linest.gradients import Adjoint, Exact, Surrogate
 from linest.gradients.coarse import CoarseGrid
 from linest.gradients.fourier import Circulant, Fourier
-from linest.gradients.surrogate import quadrature
+from linest.models.advection_diffusion.data import (
+    AdvectionDiffusionStatistics,
+    Snapshots,
+    read_snapshots,
+)
+from linest.models.advection_diffusion.integrators import _default_solver, _is_implicit
+from linest.models.advection_diffusion.operator import (
+    _AXIS_NAMES,
+    AdvectionDiffusionOperator,
+    _operator_from,
+    _params,
+    _periodic_weights,
+    _symbol,
+)
+from linest.models.advection_diffusion.surrogates import (
+    _prolonged_snapshots,
+    _surrogate_snapshots,
+    _value_with_derivative_of,
+)
 from linest.models.base import AbstractLinearModel
-from linest.models.result import Z95, FitResult, exp_interval
-
-__all__ = [
-    "AdvectionDiffusion",
-    "AdvectionDiffusionFit",
-    "AdvectionDiffusionOperator",
-    "AdvectionDiffusionStatistics",
-    "Snapshots",
-    "read_snapshots",
-    "write_snapshots",
-]
 
 _VELOCITIES = ("constant", "grid", "stream")
 _SCHEMES = ("central", "upwind")
-_AXIS_NAMES = {1: ("x",), 2: ("y", "x")}
-
-
-# ----------------------------------------------------------------------------- operator
-
-
-class AdvectionDiffusionOperator(eqx.Module):
-    """``v -> A v`` for the finite-volume advection-diffusion operator (matrix-free).
-
-    ``kappa`` is a scalar; ``velocity[a]`` holds the velocity component along grid axis
-    ``a`` on the ``+`` face of every cell (shape of the grid). Applies to fields of
-    shape ``(..., *grid)`` (any leading batch axes, e.g. snapshots) and works under
-    ``jax.vmap``. Linear in ``v``; ``jax.linear_transpose`` gives ``A^T``.
-    """
-
-    kappa: jax.Array
-    velocity: tuple[jax.Array, ...]
-    spacing: tuple[float, ...] = eqx.field(static=True)
-    scheme: str = eqx.field(static=True, default="central")
-
-    def __call__(self, v):
-        # Rematerialised in reverse mode: storing every stencil intermediate of every
-        # solver stage made the parameter gradient 10x the forward solve (memory-bound).
-        return _apply_checkpointed(self, v)
-
-    def _apply(self, v):
-        ndim = len(self.spacing)
-        out = jnp.zeros_like(v)
-        for a in range(ndim):
-            axis = v.ndim - ndim + a
-            h = self.spacing[a]
-            after = jnp.roll(v, -1, axis)
-            u = self.velocity[a]
-            face = (v + after) / 2 if self.scheme == "central" else jnp.where(u > 0, v, after)
-            flux = u * face - self.kappa * (after - v) / h
-            out = out - (flux - jnp.roll(flux, 1, axis)) / h
-        return out
-
-    def transpose(self) -> _Transposed:
-        return _Transposed(self)
-
-    def spectral_radius(self) -> jax.Array:
-        """An upper bound on |eigenvalue| (Gershgorin): sets explicit solvers' step counts."""
-        total = jnp.zeros(())
-        for a, h in enumerate(self.spacing):
-            total = total + 4 * self.kappa / h**2 + 2 * jnp.max(jnp.abs(self.velocity[a])) / h
-        return total
-
-
-@eqx.filter_checkpoint
-def _apply_checkpointed(operator, v):
-    return operator._apply(v)
-
-
-class _Transposed(eqx.Module):
-    """``v -> A^T v`` of a linear operator, by ``jax.linear_transpose``."""
-
-    operator: AdvectionDiffusionOperator
-
-    def __call__(self, v):
-        (out,) = jax.linear_transpose(self.operator, v)(v)
-        return out
-
-
-def _symbol(kappa, u, shape, spacing, scheme) -> jax.Array:
-    """Eigenvalues of the constant-coefficient operator on the rfftn grid."""
-    ndim = len(shape)
-    total = jnp.zeros(())
-    for a in range(ndim):
-        n, h = shape[a], spacing[a]
-        k = np.fft.rfftfreq(n) * n if a == ndim - 1 else np.fft.fftfreq(n) * n
-        phi = jnp.asarray(2 * np.pi * k / n)
-        diffusion = kappa * (2 * jnp.cos(phi) - 2) / h**2
-        if scheme == "central":
-            advection = -1j * u[a] * jnp.sin(phi) / h
-        else:
-            plus, minus = jnp.maximum(u[a], 0.0), jnp.minimum(u[a], 0.0)
-            advection = -(plus * (1 - jnp.exp(-1j * phi)) + minus * (jnp.exp(1j * phi) - 1)) / h
-        term = diffusion + advection
-        total = total + term.reshape((1,) * a + (-1,) + (1,) * (ndim - a - 1))
-    return total
-
-
-def _periodic_weights(positions: np.ndarray, count: int, length: float) -> np.ndarray:
-    """Linear interpolation from ``count`` periodic nodes at ``(j + 1/2) length/count``."""
-    s = np.asarray(positions, float) / (length / count) - 0.5
-    lower = np.floor(s)
-    fraction = s - lower
-    lower = lower.astype(int) % count
-    W = np.zeros((len(s), count))
-    np.add.at(W, (np.arange(len(s)), lower), 1 - fraction)
-    np.add.at(W, (np.arange(len(s)), (lower + 1) % count), fraction)
-    return W
-
-
-# ----------------------------------------------------------------------------- data
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Snapshots:
-    """Checked snapshot data: ``values[k]`` observed at ``times[k]``.
-
-    ``values`` is ``(K, *grid)`` for whole-grid snapshots or ``(K, S)`` at ``S`` sensors
-    whose coordinates are ``sensors`` (``(S, d)``, ordered as the grid axes, e.g. ``(y,
-    x)``). ``initial`` is the field at time 0 on the grid; ``length`` the domain's
-    extent per axis (from the coordinates: cell centres at ``(i + 1/2) h``).
-    """
-
-    times: np.ndarray
-    values: np.ndarray
-    initial: np.ndarray
-    length: tuple[float, ...]
-    sensors: np.ndarray | None
-    source: str
-    variable: str
-
-
-def read_snapshots(
-    source,
-    variable: str = "concentration",
-    initial: str = "initial",
-    *,
-    time: str = "time",
-    sensor: str = "sensor",
-) -> Snapshots:
-    """Read snapshots from a NetCDF file (or an ``xarray.Dataset``) and check them.
-
-    Layout, as simulation output comes:
-
-    * whole grid: ``variable`` with dims ``(time, y, x)`` (2D) or ``(time, x)`` (1D),
-      coordinates ``x`` (and ``y``) at the cell centres, uniformly spaced from ``h/2``;
-    * sensors: ``variable`` with dims ``(time, sensor)`` and coordinate variables
-      ``sensor_x`` (and ``sensor_y``) along ``sensor``, plus the grid coordinates of the
-      initial field;
-    * ``initial``: the field at time 0, dims ``(y, x)`` or ``(x,)``.
-
-    Every problem raises :class:`linest.DataError` naming the file and the variable
-    (and the first bad index): missing variables or coordinates, NaN or inf values,
-    times not > 0 or not increasing, non-uniform or non-centred grid coordinates.
-    """
-    import xarray as xr
-
-    name = str(source) if not isinstance(source, xr.Dataset) else "<xarray.Dataset>"
-    if isinstance(source, xr.Dataset):
-        dataset = source
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"{path}: no such file")
-        try:
-            dataset = xr.open_dataset(path, engine="h5netcdf").load()
-        except Exception as error:
-            raise DataError(f"{path}: not a readable NetCDF file ({error})") from None
-
-    def fail(text):
-        raise DataError(f"{name}: {text}")
-
-    for var in (variable, initial):
-        if var not in dataset.variables:
-            fail(
-                f"no variable {var!r}; the file has {sorted(map(str, dataset.data_vars))} "
-                "(name them with variable= / initial=, or data.variable / data.initial in a spec)"
-            )
-    field = dataset[initial]
-    grid_dims = tuple(str(d) for d in field.dims)
-    if len(grid_dims) not in (1, 2):
-        fail(f"{initial} has dims {grid_dims}; expected (y, x) or (x,)")
-    lengths = []
-    for dim in grid_dims:
-        if dim not in dataset.coords:
-            fail(f"{initial}: no coordinate variable for dim {dim!r} (cell centres)")
-        centres = np.asarray(dataset[dim].values, float)
-        h = (centres[-1] - centres[0]) / max(len(centres) - 1, 1)
-        expected = (np.arange(len(centres)) + 0.5) * h
-        if len(centres) < 4 or not np.allclose(centres, expected, rtol=1e-6, atol=1e-9 * h):
-            fail(
-                f"coordinate {dim!r} must hold >= 4 uniformly spaced cell centres "
-                f"(i + 1/2) h from h/2; got {centres[:4]}..."
-            )
-        lengths.append(float(h * len(centres)))
-    values = dataset[variable]
-    dims = tuple(str(d) for d in values.dims)
-    if not dims or dims[0] != time:
-        fail(f"{variable} has dims {dims}; its first dim must be {time!r}")
-    sensors = None
-    if dims[1:] == grid_dims:
-        data = np.asarray(values.values, float)
-    elif dims[1:] == (sensor,):
-        data = np.asarray(values.values, float)
-        coordinates = []
-        for dim, length in zip(grid_dims, lengths):
-            label = f"{sensor}_{dim}"
-            if label not in dataset.variables or dataset[label].dims != (sensor,):
-                fail(f"{variable}: sensor data needs a coordinate {label!r} along {sensor!r}")
-            c = np.asarray(dataset[label].values, float)
-            bad = np.flatnonzero(~np.isfinite(c) | (c < 0) | (c > length))
-            if bad.size:
-                fail(f"{label}[{bad[0]}] = {c[bad[0]]} is outside the domain [0, {length}]")
-            coordinates.append(c)
-        sensors = np.stack(coordinates, axis=1)
-    else:
-        fail(
-            f"{variable} has dims {dims}; expected ({time}, {', '.join(grid_dims)}) or ({time}, {sensor})"
-        )
-    times = np.asarray(dataset[time].values, float)
-    if times.ndim != 1 or times.size == 0:
-        fail(f"{time} must be a non-empty 1-D coordinate")
-    bad = np.flatnonzero(~np.isfinite(times) | (times <= 0))
-    if bad.size:
-        fail(
-            f"{time}[{bad[0]}] = {times[bad[0]]}: snapshot times must be > 0 (the initial "
-            f"field {initial!r} is time 0)"
-        )
-    steps = np.flatnonzero(np.diff(times) <= 0)
-    if steps.size:
-        i = int(steps[0])
-        fail(f"{time} must increase: {time}[{i}] = {times[i]}, {time}[{i + 1}] = {times[i + 1]}")
-    for label, array, dim_names in (
-        (variable, data, dims),
-        (initial, np.asarray(field.values, float), grid_dims),
-    ):
-        bad = np.argwhere(~np.isfinite(array))
-        if bad.size:
-            where = ", ".join(f"{d}={i}" for d, i in zip(dim_names, bad[0]))
-            fail(f"{label} has a non-finite value ({array[tuple(bad[0])]}) at {where}")
-    return Snapshots(
-        times=times,
-        values=data,
-        initial=np.asarray(field.values, float),
-        length=tuple(lengths),
-        sensors=sensors,
-        source=name,
-        variable=variable,
-    )
-
-
-class AdvectionDiffusionStatistics(eqx.Module):
-    """The data as the likelihood reads them (a pytree of arrays)."""
-
-    times: jax.Array
-    values: jax.Array
-    initial: jax.Array
-    sensors: jax.Array | None
-    source: str = eqx.field(static=True, default="")
-
-    def for_compute(self) -> AdvectionDiffusionStatistics:
-        return dataclasses.replace(self, source="")
-
-
-# ----------------------------------------------------------------------------- model
 
 
 class AdvectionDiffusion(AbstractLinearModel):
@@ -853,6 +534,8 @@ class AdvectionDiffusion(AbstractLinearModel):
 
     @property
     def result_class(self):
+        from linest.models.advection_diffusion.result import AdvectionDiffusionFit
+
         return AdvectionDiffusionFit
 
     def fit_methods(self, gradient, information_gradient=None):
@@ -1104,23 +787,6 @@ class AdvectionDiffusion(AbstractLinearModel):
         )
 
 
-def _default_solver() -> Adjoint:
-    """Tsit5 with 16 checkpoints: on the shipped 64 x 64 problem diffrax's default
-    (checkpoints from max_steps) planned 140 snapshot-sets of memory against 22 here, for
-    5% more time; NaN instead of an exception when a sampler's proposal cannot be solved."""
-    import diffrax
-
-    return Adjoint(
-        adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=16), max_steps=16384, throw=False
-    )
-
-
-def _is_implicit(adjoint: Adjoint) -> bool:
-    import diffrax
-
-    return isinstance(adjoint.solver, diffrax.AbstractImplicitSolver)
-
-
 def _loglik_on(model, gradient, theta, statistics):
     fields = model.snapshots(theta, statistics, gradient)
     return jnp.sum(model._gaussian(model._observe(fields, statistics), theta, statistics))
@@ -1128,222 +794,3 @@ def _loglik_on(model, gradient, theta, statistics):
 
 def _snapshots_of(model, gradient, theta, statistics):
     return model.snapshots(theta, statistics, gradient)
-
-
-def _prolonged_snapshots(model, gradient, fine_shape, theta, statistics):
-    """Coarse-grid snapshots interpolated (periodic, bilinear) to the fine cell centres."""
-    fields = model.snapshots(theta, statistics, gradient)
-    for a, (n, m, L) in enumerate(zip(fine_shape, model.shape, model.length)):
-        W = jnp.asarray(_periodic_weights((np.arange(n) + 0.5) * L / n, m, L), fields.dtype)
-        fields = jnp.moveaxis(jnp.tensordot(fields, W, axes=([1 + a], [1])), -1, 1 + a)
-    return fields
-
-
-# ----------------------------------------------------------------------------- surrogates
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _value_with_derivative_of(value_fn, derivative_fn, theta, value_args, derivative_args):
-    """``value_fn(theta, value_args)``, whose reverse-mode derivative is ``derivative_fn``'s.
-
-    The forward pass keeps no intermediate of ``value_fn`` (its solve is not
-    differentiated); the backward pass runs ``derivative_fn``'s forward and VJP.
-    """
-    return value_fn(theta, value_args)
-
-
-def _value_fwd(value_fn, derivative_fn, theta, value_args, derivative_args):
-    return value_fn(theta, value_args), (theta, value_args, derivative_args)
-
-
-def _value_bwd(value_fn, derivative_fn, residuals, cotangent):
-    theta, value_args, derivative_args = residuals
-    _, pull = jax.vjp(lambda t: derivative_fn(t, derivative_args), theta)
-    zeros = functools.partial(jax.tree.map, jnp.zeros_like)
-    return pull(cotangent)[0], zeros(value_args), zeros(derivative_args)
-
-
-_value_with_derivative_of.defvjp(_value_fwd, _value_bwd)
-
-
-def _surrogate_snapshots(model, method, theta, initial, times):
-    """Snapshots whose derivative is the quadrature surrogate of eq. 4.7 on each interval."""
-    return _quadrature_propagate(model, method, _params(model, theta), initial, times)
-
-
-def _params(model, theta):
-    log_kappa, velocity, _ = model._split(theta)
-    return (jnp.exp(log_kappa), velocity)
-
-
-def _operator_from(model, params):
-    kappa, velocity = params
-    return AdvectionDiffusionOperator(
-        kappa=kappa,
-        velocity=model.face_velocities(velocity),
-        spacing=model.spacing,
-        scheme=model.scheme,
-    )
-
-
-def _propagate_from(model, params, x, taus, transpose=False):
-    """``S(tau) x`` (or ``S(tau)^T x``) for each tau in the non-decreasing ``taus``."""
-    if model.velocity == "constant":
-        kappa, velocity = params
-        symbol = _symbol(kappa, velocity, model.shape, model.spacing, model.scheme)
-        return Fourier().solve(
-            Circulant(jnp.conj(symbol) if transpose else symbol, model.shape), x, taus
-        )
-    operator = _operator_from(model, params)
-    operator = operator.transpose() if transpose else operator
-    return model.solver.solve(operator, x, taus)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _quadrature_propagate(model, method, params, initial, times):
-    return _propagate_from(model, params, initial, times)
-
-
-def _quadrature_fwd(model, method, params, initial, times):
-    # One propagation, saved at the snapshot times and at every quadrature node
-    # t_{k-1} + s_j dt_k (the states the backward pass contracts with J).
-    deltas = jnp.diff(times, prepend=jnp.zeros((1,), times.dtype))
-    s, _ = quadrature(method.rule, method.nodes)
-    s = np.sort(s)
-    nodes = (times - deltas)[:, None] + jnp.asarray(s)[None, :] * deltas[:, None]
-    wanted = jnp.concatenate([times, nodes.ravel()])
-    order = jnp.argsort(wanted)
-    states = _propagate_from(model, params, initial, wanted[order])
-    states = states[jnp.argsort(order)]  # back to the order of `wanted`
-    K = times.shape[0]
-    fields = states[:K]
-    forward_nodes = states[K:].reshape((K, len(s), *initial.shape))
-    return fields, (params, deltas, forward_nodes)
-
-
-def _quadrature_bwd(model, method, residuals, cotangent):
-    params, deltas, forward_nodes = residuals
-    s, w = quadrature(method.rule, method.nodes)
-    order = np.argsort(s)
-    s, w = s[order], w[order]
-    # Adjoint nodes (1 - s_j) dt in increasing order, then dt itself (the next cotangent).
-    back = np.concatenate([(1 - s)[::-1], [1.0]])
-
-    def contribution(a, b):
-        _, pull = jax.vjp(lambda p: _operator_from(model, p)(a), params)
-        return pull(b)[0]
-
-    def step(carry, k):
-        lam, grads = carry
-        lam = lam + cotangent[k]
-        adjoint = _propagate_from(model, params, lam, jnp.asarray(back) * deltas[k], transpose=True)
-        for j in range(len(s)):
-            b = adjoint[len(s) - 1 - j]  # S((1 - s_j) dt)^T lam
-            g = contribution(forward_nodes[k, j], b)
-            weight = w[j] * deltas[k]
-            grads = jax.tree.map(lambda G, x, weight=weight: G + weight * x, grads, g)
-        return (adjoint[-1], grads), None
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    K = cotangent.shape[0]
-    (lam, grads), _ = jax.lax.scan(
-        step, (jnp.zeros_like(cotangent[0]), zeros), jnp.arange(K - 1, -1, -1)
-    )
-    return grads, lam, jnp.zeros_like(deltas)
-
-
-_quadrature_propagate.defvjp(_quadrature_fwd, _quadrature_bwd)
-
-
-def write_snapshots(path, snapshots: Snapshots, attrs: dict | None = None) -> None:
-    """Write snapshots as NetCDF in the layout :func:`read_snapshots` reads (atomically)."""
-    import xarray as xr
-
-    names = _AXIS_NAMES[snapshots.initial.ndim]
-    coords = {}
-    for a, name in enumerate(names):
-        n = snapshots.initial.shape[a]
-        coords[name] = (np.arange(n) + 0.5) * snapshots.length[a] / n
-    data_vars = {"initial": (names, snapshots.initial)}
-    if snapshots.sensors is None:
-        data_vars[snapshots.variable] = (("time", *names), snapshots.values)
-    else:
-        data_vars[snapshots.variable] = (("time", "sensor"), snapshots.values)
-    dataset = xr.Dataset(data_vars, coords=coords | {"time": snapshots.times}, attrs=attrs or {})
-    if snapshots.sensors is not None:
-        for a, name in enumerate(names):
-            dataset = dataset.assign_coords({f"sensor_{name}": ("sensor", snapshots.sensors[:, a])})
-    atomic_write(path, lambda tmp: dataset.to_netcdf(tmp, engine="h5netcdf"))
-
-
-class AdvectionDiffusionFit(FitResult):
-    """An advection-diffusion fit: diffusivity, velocity field with intervals, fitted snapshots."""
-
-    def kappa(self) -> pd.DataFrame:
-        """The diffusivity with its 95% interval (Wald on the log scale)."""
-        table = exp_interval(self.theta[:1], self.se[:1])
-        return pd.DataFrame(table | {"se_log": self.se[:1]}, index=pd.Index(["kappa"]))
-
-    def velocity(self) -> pd.DataFrame:
-        """The velocity at its coarse-grid nodes, with delta-method standard errors and 95%
-        intervals: one row per node (one row in all for a constant velocity)."""
-        m = self.model
-        theta = jnp.asarray(self.theta)
-        values = np.asarray(m.node_velocity(theta)).reshape(m.ndim, -1)
-        J = np.asarray(jax.jacobian(lambda t: m.node_velocity(t).reshape(m.ndim, -1))(theta))
-        se = np.sqrt(np.einsum("anp,pq,anq->an", J, self.covariance, J))
-        coarse = m.coarse or (1,) * m.ndim
-        positions = [
-            (np.asarray(index) + 0.5) * np.asarray(m.length) / np.asarray(coarse)
-            for index in np.ndindex(*coarse)
-        ]
-        frame = {}
-        for a, name in enumerate(m.axis_names):
-            frame[name] = [float(p[a]) for p in positions]
-        for a, name in enumerate(m.axis_names):
-            frame[f"u_{name}"] = values[a]
-            frame[f"se_{name}"] = se[a]
-            frame[f"lower_{name}"] = values[a] - Z95 * se[a]
-            frame[f"upper_{name}"] = values[a] + Z95 * se[a]
-        return pd.DataFrame(frame)
-
-    def fitted(self, data=None) -> np.ndarray:
-        """The fitted fields at the snapshot times, ``(K, *grid)``."""
-        st = self.statistics if data is None else self.model.statistics(data)
-        return np.asarray(self.model.snapshots(jnp.asarray(self.theta), st))
-
-    def _body(self) -> list[str]:
-        m = self.model
-        k = self.kappa().iloc[0]
-        lines = [
-            f"Diffusivity with 95% interval ({self.information} information):",
-            f"  kappa  {k.estimate:.6g}  ({k.lower:.6g}, {k.upper:.6g})",
-        ]
-        if m.sigma is None:
-            s = exp_interval(self.theta[-1], self.se[-1])
-            lines.append(
-                f"  sigma  {float(s['estimate']):.6g}  ({float(s['lower']):.6g}, {float(s['upper']):.6g})"
-            )
-        table = self.velocity()
-        lines += ["", f"Velocity at {len(table)} node(s) with 95% intervals:"]
-        shown = table if len(table) <= 12 else table.iloc[:8]
-        for _, row in shown.iterrows():
-            where = ", ".join(f"{a}={row[a]:.3g}" for a in m.axis_names)
-            parts = [
-                f"u_{a} {row[f'u_{a}']:9.4f} ({row[f'lower_{a}']:.4f}, {row[f'upper_{a}']:.4f})"
-                for a in m.axis_names
-            ]
-            lines.append(f"  ({where})  " + "  ".join(parts))
-        if len(table) > len(shown):
-            lines.append(f"  ... {len(table) - len(shown)} more rows: result.velocity()")
-        lines.append(f"max cell Peclet number |u| h / kappa: {m.peclet(self.theta):.3g}")
-        return lines
-
-    def _tables(self) -> dict[str, pd.DataFrame]:
-        return {"kappa": self.kappa(), "velocity": self.velocity()}
-
-    def plot(self, data):
-        """Observed vs fitted snapshots and residuals, and the estimated velocity field."""
-        from linest.plots import plot_snapshots
-
-        return plot_snapshots(self, data)
