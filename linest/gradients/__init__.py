@@ -6,6 +6,7 @@ from linest.gradients.autodiff import AutoDiff
 from linest.gradients.base import AbstractGradient
 from linest.gradients.eigen import Eigen
 from linest.gradients.exact import Exact
+from linest.gradients.exponential import Exponential
 from linest.gradients.fourier import Circulant, Fourier
 from linest.gradients.surrogate import SeriesSurrogate, Surrogate
 
@@ -17,6 +18,7 @@ __all__ = [
     "Circulant",
     "Eigen",
     "Exact",
+    "Exponential",
     "Fourier",
     "SeriesSurrogate",
     "Surrogate",

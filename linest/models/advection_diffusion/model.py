@@ -16,16 +16,23 @@ import numpy as np
 from linest.data import DataError
 from linest.gradients import Adjoint, Exact, Surrogate
 from linest.gradients.coarse import CoarseGrid
+from linest.gradients.exponential import Exponential
 from linest.gradients.fourier import Circulant, Fourier
 from linest.models.advection_diffusion.data import (
     AdvectionDiffusionStatistics,
     Snapshots,
     read_snapshots,
 )
-from linest.models.advection_diffusion.integrators import _default_solver, _is_implicit
+from linest.models.advection_diffusion.integrators import (
+    _default_solver,
+    _explicit_solver,
+    _is_implicit,
+)
 from linest.models.advection_diffusion.operator import (
     _AXIS_NAMES,
+    SCHEMES,
     AdvectionDiffusionOperator,
+    _fourier_weights,
     _operator_from,
     _params,
     _periodic_weights,
@@ -39,7 +46,8 @@ from linest.models.advection_diffusion.surrogates import (
 from linest.models.base import AbstractLinearModel
 
 _VELOCITIES = ("constant", "grid", "stream")
-_SCHEMES = ("central", "upwind")
+_SCHEMES = SCHEMES
+_INTERPOLATIONS = ("linear", "fourier")
 
 
 class AdvectionDiffusion(AbstractLinearModel):
@@ -54,12 +62,22 @@ class AdvectionDiffusion(AbstractLinearModel):
     velocity : "constant", "grid" or "stream"
     coarse : int or (my, mx)
         Nodes of the velocity's coarse grid (``"grid"`` and ``"stream"``), e.g. 8.
-    scheme : "central" (default) or "upwind"
+    scheme : "central" (default), "upwind" or "spectral"
+        Finite volumes (second or first order) or the pseudo-spectral method (periodic
+        grids, spectral accuracy for smooth fields: the choice for data from the
+        continuous equation; see the package docstring).
+    interpolation : "linear", "fourier" or None
+        How the coarse velocity nodes fill the fine grid: bilinear (the finite-volume
+        default) or trigonometric (the band-limited field through the nodes; the
+        spectral scheme's only choice, as a bilinear field's kinks would alias).
     sigma : float or None
         Known observation noise; None estimates ``log sigma``.
-    solver : :class:`linest.Adjoint` or None
-        The ODE method used where the operator is not circulant (default
-        ``Adjoint()``: Tsit5, recursive checkpointing).
+    solver : :class:`linest.Exponential`, :class:`linest.Adjoint` or None
+        The time integrator where the operator is not circulant: by default
+        ``Exponential()`` (ETDRK4: diffusion and mean advection exact in Fourier space,
+        steps limited by the advective Courant number only); ``Adjoint()`` solves the
+        whole system with diffrax's Tsit5 (explicit: steps limited by diffusion, cost
+        growing as ``n^4`` on an ``n x n`` grid).
 
     Examples
     --------
@@ -74,6 +92,7 @@ class AdvectionDiffusion(AbstractLinearModel):
     velocity: str = eqx.field(static=True)
     coarse: tuple[int, ...] = eqx.field(static=True)
     scheme: str = eqx.field(static=True)
+    interpolation: str = eqx.field(static=True)
     sigma: float | None = eqx.field(static=True)
     solver: Any = eqx.field(static=True)
 
@@ -89,6 +108,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         scheme: str = "central",
         sigma: float | None = None,
         solver=None,
+        interpolation: str | None = None,
     ):
         caller = "AdvectionDiffusion"
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
@@ -130,13 +150,38 @@ class AdvectionDiffusion(AbstractLinearModel):
         if scheme not in _SCHEMES:
             raise ValueError(f"{caller}: scheme={scheme!r}; expected one of {_SCHEMES}")
         self.scheme = scheme
+        if interpolation is None:
+            interpolation = "fourier" if scheme == "spectral" else "linear"
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"{caller}: interpolation={interpolation!r}; expected one of {_INTERPOLATIONS}"
+            )
+        if scheme == "spectral" and interpolation != "fourier":
+            raise ValueError(
+                f"{caller}: scheme='spectral' needs interpolation='fourier': a bilinear velocity "
+                "has kinks whose modes reach every wavenumber, and the grid would alias them"
+            )
+        self.interpolation = interpolation
+        if scheme == "spectral":
+            for m, n in zip(self.coarse, self.shape):
+                if 3 * (m // 2) >= n:
+                    raise ValueError(
+                        f"{caller}: coarse = {self.coarse}: the velocity's modes reach "
+                        f"{m // 2} per axis, and the spectral scheme's 2/3 rule resolves "
+                        f"(without aliasing) only modes below n/3 = {n / 3:.3g} on a grid of "
+                        f"{n}: use at most {max(2, (2 * n - 1) // 3)} velocity nodes per axis "
+                        "or a finer grid"
+                    )
         if sigma is not None and not (
             isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0
         ):
             raise ValueError(f"{caller}: sigma must be a positive number or None; got {sigma!r}")
         self.sigma = None if sigma is None else float(sigma)
-        if solver is not None and not isinstance(solver, Adjoint):
-            raise ValueError(f"{caller}: solver must be a linest.Adjoint(...); got {solver!r}")
+        if solver is not None and not isinstance(solver, (Adjoint, Exponential)):
+            raise ValueError(
+                f"{caller}: solver must be linest.Exponential(...) or linest.Adjoint(...); "
+                f"got {solver!r}"
+            )
         self.solver = _default_solver() if solver is None else solver
 
     # ------------------------------------------------------------------ structure
@@ -210,13 +255,53 @@ class AdvectionDiffusion(AbstractLinearModel):
 
     @functools.cached_property
     def _interpolation(self):
-        """Numpy interpolation matrices (fine faces or corners <- coarse nodes) per axis."""
+        """Numpy interpolation matrices (fine centres, faces or corners <- coarse nodes) per
+        axis, and for "fourier" the derivative at the centres (the spectral stream function)."""
         out = {}
         for a, (n, m, L) in enumerate(zip(self.shape, self.coarse, self.length)):
             h = L / n
-            out["centre", a] = _periodic_weights((np.arange(n) + 0.5) * h, m, L)
-            out["face", a] = _periodic_weights((np.arange(n) + 1.0) * h, m, L)
+            if self.interpolation == "fourier":
+                out["centre", a] = _fourier_weights((np.arange(n) + 0.5) * h, m, L)
+                out["face", a] = _fourier_weights((np.arange(n) + 1.0) * h, m, L)
+                out["centre'", a] = _fourier_weights((np.arange(n) + 0.5) * h, m, L, True)
+            else:
+                out["centre", a] = _periodic_weights((np.arange(n) + 0.5) * h, m, L)
+                out["face", a] = _periodic_weights((np.arange(n) + 1.0) * h, m, L)
         return out
+
+    def grid_velocities(self, velocity_params) -> tuple[jax.Array, ...]:
+        """The velocity where the scheme needs it: on the cell faces (finite volumes, see
+        :meth:`face_velocities`) or at the cell centres (spectral), one array per axis."""
+        if self.scheme != "spectral":
+            return self.face_velocities(velocity_params)
+        return self.centre_velocities(velocity_params)
+
+    def centre_velocities(self, velocity_params) -> tuple[jax.Array, ...]:
+        """The velocity at the cell centres, one array per axis. For "stream" with Fourier
+        interpolation, the exact derivatives of the interpolated stream function (so the
+        field is divergence-free as the spectral scheme differentiates it)."""
+        v = jnp.asarray(velocity_params)
+        ndim = self.ndim
+        if self.velocity == "constant":
+            return tuple(jnp.broadcast_to(v[a], self.shape) for a in range(ndim))
+        W = {key: jnp.asarray(w, v.dtype) for key, w in self._interpolation.items()}
+        size = int(np.prod(self.coarse))
+        if self.velocity == "grid":
+            out = []
+            for a in range(ndim):
+                U = v[a * size : (a + 1) * size].reshape(self.coarse)
+                out.append(
+                    W["centre", 0] @ U if ndim == 1 else W["centre", 0] @ U @ W["centre", 1].T
+                )
+            return tuple(out)
+        mean, free = v[:2], v[2:]
+        psi = jnp.concatenate([jnp.zeros(1, v.dtype), free]).reshape(self.coarse)
+        if self.interpolation != "fourier":
+            faces = self.face_velocities(velocity_params)  # averaged to the centres
+            return tuple((f + jnp.roll(f, 1, axis=a)) / 2 for a, f in enumerate(faces))
+        u_y = -(W["centre", 0] @ psi @ W["centre'", 1].T) + mean[0]  # -d psi / dx
+        u_x = W["centre'", 0] @ psi @ W["centre", 1].T + mean[1]  # d psi / dy
+        return (u_y, u_x)
 
     def face_velocities(self, velocity_params) -> tuple[jax.Array, ...]:
         """The velocity on the fine grid's faces, one array per axis (shape of the grid)."""
@@ -269,7 +354,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         if self.velocity != "constant":
             raise ValueError(
                 "Fourier(): the operator is circulant only for velocity='constant'; this model "
-                f"has velocity={self.velocity!r}: use linest.Adjoint()"
+                f"has velocity={self.velocity!r}: use linest.Exponential() or linest.Adjoint()"
             )
         kappa, velocity = _params(self, jnp.asarray(theta))
         return Circulant(
@@ -430,11 +515,12 @@ class AdvectionDiffusion(AbstractLinearModel):
         )
 
     def check_gradient(self, gradient, caller: str) -> None:
-        allowed = (Fourier, Adjoint, Surrogate, CoarseGrid, Exact)
+        allowed = (Fourier, Exponential, Adjoint, Surrogate, CoarseGrid, Exact)
         if gradient is not None and not isinstance(gradient, allowed):
             raise ValueError(
                 f"{caller}: {gradient!r} is not a method for AdvectionDiffusion; use Fourier() "
-                "(constant velocity), Adjoint(...), Surrogate(rule, nodes), CoarseGrid(factor) "
+                "(constant velocity), Exponential(...), Adjoint(...), Surrogate(rule, nodes), "
+                "CoarseGrid(factor) "
                 "or Exact() (the exact default)"
             )
         if isinstance(gradient, Fourier):
@@ -455,7 +541,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         st = statistics
         if isinstance(method, Fourier):
             return method.solve(self.circulant(theta), st.initial, st.times)
-        if isinstance(method, Adjoint):
+        if isinstance(method, (Exponential, Adjoint)):
             return method.solve(self.operator(theta), st.initial, st.times)
         if isinstance(method, Surrogate):
             return _surrogate_snapshots(self, method, theta, st.initial, st.times)
@@ -523,6 +609,7 @@ class AdvectionDiffusion(AbstractLinearModel):
             self.scheme,
             self.sigma,
             self.solver,
+            self.interpolation,
         )
         initial = statistics.initial
         for a in range(self.ndim):  # block averages: finite-volume cell averages restrict exactly
@@ -553,7 +640,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         """
         exact = self.default_method()
         value, grad = jax.value_and_grad(lambda t: self.loglik(t, statistics, exact))(theta)
-        if isinstance(exact, Adjoint):
+        if isinstance(exact, (Adjoint, Exponential)):
             import diffrax
 
             exact = dataclasses.replace(exact, adjoint=diffrax.DirectAdjoint())
@@ -582,7 +669,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         if gradient is None and self.velocity != "constant":
             return Surrogate("gauss", 16), devices
         method = self._resolve(gradient)
-        if isinstance(method, Adjoint):
+        if isinstance(method, (Adjoint, Exponential)):
             return gradient, list(jax.devices() if devices is None else devices)[:1]
         return gradient, devices
 
@@ -593,10 +680,18 @@ class AdvectionDiffusion(AbstractLinearModel):
         velocity = self.velocity + (
             f" on a {' x '.join(map(str, self.coarse))} coarse grid" if self.coarse else ""
         )
+        scheme = "pseudo-spectral" if self.scheme == "spectral" else f"{self.scheme} fluxes"
+        method = self.default_method()
+        if isinstance(method, Exponential):
+            integrator = f"; ETDRK4 (Courant {method.courant:g})"
+        elif isinstance(method, Adjoint):
+            integrator = "; explicit Tsit5"
+        else:
+            integrator = "; exact propagator (FFT)"
         return (
             f"AdvectionDiffusion fit: {K} snapshots of {where} ({st.values.size} values) on a "
             f"{' x '.join(map(str, self.shape))} periodic grid; velocity {velocity}; "
-            f"{self.scheme} fluxes"
+            f"{scheme}{integrator}"
         )
 
     def observed_data(self, statistics):
@@ -640,11 +735,14 @@ class AdvectionDiffusion(AbstractLinearModel):
         "length": "domain extent: a number or [Ly, Lx] (default 1)",
         "velocity": '"constant", "grid" or "stream"',
         "coarse": "nodes of the velocity grid: m or [my, mx]",
-        "scheme": '"central" (default) or "upwind"',
+        "scheme": '"central" (default), "upwind" or "spectral"',
+        "interpolation": '"linear" or "fourier" (velocity nodes to the grid; default by scheme)',
         "sigma": "known noise standard deviation (omit to estimate it)",
-        "rtol": "solver relative tolerance",
-        "atol": "solver absolute tolerance",
-        "max_steps": "solver step limit",
+        "integrator": '"exponential" (default: ETDRK4) or "explicit" (Tsit5)',
+        "courant": "Courant number of the exponential integrator's explicit part (default 0.5)",
+        "rtol": "explicit solver relative tolerance",
+        "atol": "explicit solver absolute tolerance",
+        "max_steps": "solver step limit (per interval between snapshots for the exponential)",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "variable": "the snapshot variable (default concentration)",
@@ -677,16 +775,38 @@ class AdvectionDiffusion(AbstractLinearModel):
 
         if "shape" not in table:
             raise ValueError(f"{where}: model.shape is required ({cls.spec_keys['shape']})")
-        for key in ("velocity", "scheme"):
+        for key in ("velocity", "scheme", "interpolation", "integrator"):
             if key in table and not isinstance(table[key], str):
                 raise ValueError(f"{where}: model.{key} must be a string, got {table[key]!r}")
+        integrator = table.get("integrator", "exponential")
+        if integrator not in ("exponential", "explicit"):
+            raise ValueError(
+                f"{where}: model.integrator = {integrator!r}; expected exponential or explicit"
+            )
         options = {}
-        for key in ("rtol", "atol"):
+        explicit_only = {"rtol", "atol"} & set(table)
+        exponential_only = {"courant"} & set(table)
+        if integrator == "exponential" and explicit_only:
+            raise ValueError(
+                f"{where}: model.{sorted(explicit_only)[0]} is a tolerance of the explicit "
+                'solver (integrator = "explicit"); the exponential integrator\'s accuracy is '
+                "set by model.courant"
+            )
+        if integrator == "explicit" and exponential_only:
+            raise ValueError(
+                f'{where}: model.courant is for integrator = "exponential"; the explicit '
+                "solver's accuracy is set by model.rtol and model.atol"
+            )
+        for key in ("rtol", "atol", "courant"):
             if key in table:
                 options[key] = float(number(key))
-        options["max_steps"] = (
-            int(number("max_steps", integer=True)) if "max_steps" in table else 16384
-        )
+        if "max_steps" in table:
+            options["max_steps"] = int(number("max_steps", integer=True))
+        try:
+            solver = _default_solver() if integrator == "exponential" else _explicit_solver()
+            solver = dataclasses.replace(solver, **options)
+        except ValueError as error:
+            raise ValueError(f"{where}: [model]: {error}") from None
         try:
             return cls(
                 shape=numbers("shape", integer=True),
@@ -695,7 +815,8 @@ class AdvectionDiffusion(AbstractLinearModel):
                 coarse=numbers("coarse", integer=True) if "coarse" in table else None,
                 scheme=table.get("scheme", "central"),
                 sigma=float(number("sigma")) if "sigma" in table else None,
-                solver=dataclasses.replace(_default_solver(), **options),
+                solver=solver,
+                interpolation=table.get("interpolation"),
             )
         except ValueError as error:
             raise ValueError(f"{where}: [model]: {error}") from None
@@ -736,9 +857,24 @@ class AdvectionDiffusion(AbstractLinearModel):
             method = self.default_method()
         if isinstance(method, Surrogate) and self.velocity == "constant":
             return
-        if not isinstance(method, (Adjoint, Surrogate)):
+        if not isinstance(method, (Adjoint, Exponential, Surrogate)):
             return
-        solver = method if isinstance(method, Adjoint) else self.solver
+        solver = method if isinstance(method, (Adjoint, Exponential)) else self.solver
+        times = np.asarray(statistics.times)
+        if isinstance(solver, Exponential):
+            operator = self.operator(jnp.asarray(theta))
+            deltas = np.diff(times, prepend=0.0)
+            worst = float(np.max(deltas)) * float(operator.advection_rate()) / solver.courant
+            if worst > solver.max_steps:
+                raise ValueError(
+                    f"solver: the exponential integrator needs about {worst:.3g} steps in an "
+                    f"interval of {float(np.max(deltas)):g} between snapshots (Courant number "
+                    f"courant = {solver.courant:g} of the advection by the velocity's "
+                    f"fluctuation, {float(operator.advection_rate()):.3g} per unit time), more "
+                    f"than max_steps = {solver.max_steps}; raise max_steps or courant (at most "
+                    "0.85), or use a coarser grid"
+                )
+            return
         if _is_implicit(solver):
             return
         radius = float(self.operator(jnp.asarray(theta)).spectral_radius())
