@@ -121,6 +121,13 @@ class AbstractLinearModel(eqx.Module):
         """Concerns about an estimate beyond the optimiser's (warnings for the fit's report)."""
         return []
 
+    def model_error(self, theta, statistics, covariance):
+        """What the model's own approximation (a discretisation, a truncation) does to
+        the estimate ``theta``: a :class:`linest.models.result.ModelError`, or None for
+        a model that makes none (or cannot estimate it). ``linest.fit`` reports it beside
+        the standard errors and warns where it exceeds a third of one."""
+        return None
+
     def chain_starts(self, statistics, num_chains: int, key) -> jax.Array:
         """Starting points of ``num_chains`` MCMC chains, ``(num_chains, p)``: the crude
         estimates plus uniform(-0.5, 0.5) jitter per chain. A model whose likelihood has

@@ -599,9 +599,9 @@ class AdvectionDiffusion(AbstractLinearModel):
     def observation_labels(self, statistics):
         return "time", [float(t) for t in np.asarray(statistics.times)]
 
-    def _coarsened(self, factor, statistics):
-        shape = tuple(n // factor for n in self.shape)
-        model = AdvectionDiffusion(
+    def with_shape(self, shape) -> AdvectionDiffusion:
+        """The same model (velocity nodes, scheme, solver) on a grid of another ``shape``."""
+        return AdvectionDiffusion(
             shape,
             self.length,
             self.velocity,
@@ -611,6 +611,17 @@ class AdvectionDiffusion(AbstractLinearModel):
             self.solver,
             self.interpolation,
         )
+
+    def model_error(self, theta, statistics, covariance):
+        """The discretisation error of the estimate ``theta``, from one Newton step on a
+        grid twice as fine (see :mod:`linest.models.advection_diffusion.resolution`)."""
+        from linest.models.advection_diffusion.resolution import discretisation_error
+
+        return discretisation_error(self, theta, statistics, covariance)
+
+    def _coarsened(self, factor, statistics):
+        shape = tuple(n // factor for n in self.shape)
+        model = self.with_shape(shape)
         initial = statistics.initial
         for a in range(self.ndim):  # block averages: finite-volume cell averages restrict exactly
             blocks = initial.shape[:a] + (shape[a], factor) + initial.shape[a + 1 :]
