@@ -71,21 +71,14 @@ def _fine_predictions(model, fine, up, down, theta, statistics):
 
 
 @eqx.filter_jit
-def _fine_gradient(model, fine, up, down, theta, statistics):
-    """The gradient of the log-likelihood of ``statistics`` under the fine model."""
+def _fine_value_and_gradient(model, fine, up, down, theta, statistics):
+    """The log-likelihood of ``statistics`` under the fine model and its gradient."""
 
     def loglik(t):
         predictions = _fine_predictions(model, fine, up, down, t, statistics)
         return jnp.sum(model._gaussian(predictions, t, statistics))
 
-    return jax.grad(loglik)(theta)
-
-
-@eqx.filter_jit
-def _fine_mean_square(model, fine, up, down, theta, statistics):
-    """The mean squared residual of the fine model at ``theta``."""
-    predictions = _fine_predictions(model, fine, up, down, theta, statistics)
-    return jnp.mean((statistics.values - predictions) ** 2)
+    return jax.value_and_grad(loglik)(theta)
 
 
 def discretisation_error(model, theta, statistics, covariance) -> ModelError:
@@ -94,19 +87,21 @@ def discretisation_error(model, theta, statistics, covariance) -> ModelError:
     up, down = _transfers(model, fine)
     up = [jnp.asarray(w) for w in up]
     down = [jnp.asarray(w) for w in down]
-    gradient = np.asarray(
-        _fine_gradient(model, fine, up, down, jnp.asarray(theta, float), statistics)
-    )
-    step = np.asarray(covariance) @ gradient  # theta_hat(h/2) - theta_hat(h)
+    theta = np.asarray(theta, float)
+    _, gradient = _fine_value_and_gradient(model, fine, up, down, jnp.asarray(theta), statistics)
+    step = np.asarray(covariance) @ np.asarray(gradient)  # theta_hat(h/2) - theta_hat(h)
     if model.sigma is None:
         # log sigma's maximum moves with the square of the misfit, which one Newton step
         # at theta_hat(h) does not see (it moved log sigma the wrong way in the tests):
-        # take it from the fine model's residuals after the step instead.
-        moved = np.asarray(theta, float) + step
-        mean_square = float(
-            _fine_mean_square(model, fine, up, down, jnp.asarray(moved), statistics)
-        )
-        step[-1] = 0.5 * np.log(mean_square) - float(theta[-1])
+        # take it from the fine model's residuals after the step, by the same program
+        # (the Gaussian log-likelihood at log sigma = s is -RSS e^(-2s) / 2 - N s - N/2
+        # log(2 pi)).
+        moved = theta + step
+        value, _ = _fine_value_and_gradient(model, fine, up, down, jnp.asarray(moved), statistics)
+        size = int(np.prod(statistics.values.shape))
+        s = moved[-1]
+        rss = -2.0 * np.exp(2 * s) * (float(value) + size * s + 0.5 * size * np.log(2 * np.pi))
+        step[-1] = 0.5 * np.log(rss / size) - theta[-1]
     order = ORDER[model.scheme]
     factor = 1.0 if order is None else 1.0 / (1.0 - 2.0**-order)
     grid = " x ".join(map(str, model.shape))
