@@ -58,6 +58,7 @@ demo: $(VENV)/.installed-test
 	$(BIN)/linest sample models/cav.toml --chains 4 --warmup 300 --draws 300 --out cav-posterior.nc --overwrite --plots cav
 	$(BIN)/python examples/compare_gradients.py
 	$(BIN)/linest fit models/advection_diffusion_2d.toml --plot ad-fit.png --overwrite
+	$(BIN)/linest fit models/advection_diffusion_spectral.toml --plot ad-spectral.png --overwrite
 	$(BIN)/python examples/advection_diffusion.py --out .
 	$(BIN)/linest fit models/quantum_ring.toml --plot quantum-fit.png --overwrite
 	$(BIN)/python examples/quantum_potential.py --out .

@@ -17,6 +17,7 @@ from linest.gradients.base import AbstractGradient
 from linest.gradients.coarse import CoarseGrid
 from linest.gradients.eigen import Eigen
 from linest.gradients.exact import Exact
+from linest.gradients.exponential import Exponential
 from linest.gradients.fourier import Fourier
 from linest.gradients.surrogate import SeriesSurrogate, Surrogate
 
@@ -46,6 +47,12 @@ def _check_gradient(gradient, caller: str, allow_adjoint: bool = False) -> None:
         raise ValueError(
             f"{caller}: CoarseGrid() is a surrogate for grid models (AdvectionDiffusion); "
             "pick a matrix method such as Exact()"
+        )
+    if isinstance(gradient, Exponential):
+        raise ValueError(
+            f"{caller}: Exponential() integrates a periodic grid operator split into a "
+            "circulant part and a rest (AdvectionDiffusion); pick a matrix method such as "
+            "Exact()"
         )
     if isinstance(gradient, (Adjoint, Fourier)) and not allow_adjoint:
         raise ValueError(
@@ -297,7 +304,7 @@ def gradient_from_string(spec: str) -> Gradient:
     """Parse the command line's method names.
 
     ``exact`` (``exact-taylor``), ``exact-pade``, ``eigen``, ``eigen-fallback``, ``autodiff``, ``series``, ``asymptotic``,
-    ``adjoint``, ``adjoint-backsolve``, ``fourier``, ``coarse-K``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
+    ``adjoint``, ``adjoint-backsolve``, ``exponential``, ``fourier``, ``coarse-K``, ``surrogate-left``, ``surrogate-right``, ``surrogate-midpoint``,
     ``surrogate-gauss-K`` (K nodes, e.g. ``surrogate-gauss-2``); any surrogate rule
     with ``-scaled`` appended (``surrogate-gauss-2-scaled``) is the scaled variant
     with ``max_norm=0.5``.
@@ -310,6 +317,7 @@ def gradient_from_string(spec: str) -> Gradient:
         "series": SeriesSurrogate,
         "asymptotic": Asymptotic,
         "adjoint": Adjoint,
+        "exponential": Exponential,
     }
     if text in simple:
         return simple[text]()
@@ -338,7 +346,7 @@ def gradient_from_string(spec: str) -> Gradient:
             return Surrogate(rule, max_norm=max_norm)
     raise ValueError(
         f"unknown gradient method {spec!r}; expected one of: exact, exact-pade, eigen, eigen-fallback, "
-        "autodiff, series, asymptotic, adjoint, adjoint-backsolve, fourier, coarse-K (grid "
+        "autodiff, series, asymptotic, adjoint, adjoint-backsolve, exponential, fourier, coarse-K (grid "
         "models, e.g. coarse-2), surrogate-left, surrogate-right, "
         "surrogate-midpoint, surrogate-gauss-K (e.g. surrogate-gauss-2), each surrogate "
         "optionally with -scaled (e.g. surrogate-gauss-2-scaled)"

@@ -117,7 +117,7 @@ def test_command_line_second_run_reads_programs_back(tmp_path):
     env = {"LINEST_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = tmp_path / "cav.json"
     command = [sys.executable, "-m", "linest.cli", "fit", str(ROOT / "models" / "cav.toml")]
-    command += ["--json", str(out)]
+    command += ["--json", str(out), "--overwrite"]  # the second run replaces the first's
     outputs = []
     for _ in range(2):
         run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)

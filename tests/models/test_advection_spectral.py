@@ -67,7 +67,7 @@ def cellular_stream(coarse=4):
 
 
 def snapshots(values, initial, times=TIMES):
-    return Snapshots(np.asarray(times), values, initial, (1.0, 1.0), None, "test", "c")
+    return Snapshots(np.asarray(times), values, initial, (1.0, 1.0), None, "test", "concentration")
 
 
 def continuous_data(n, seed, times=TIMES):
@@ -194,6 +194,12 @@ def test_stream_velocity_is_divergence_free_under_the_spectral_derivative():
     nodes = rng.standard_normal((2, 8, 8))
     values = grid.centre_velocities(jnp.asarray(nodes.ravel()))
     assert np.allclose(np.asarray(values[0])[1::3, 1::3], nodes[0], atol=1e-12)
+    # The velocity at the nodes (result.velocity()'s table) of the cellular flow given by
+    # its stream function is the flow itself there.
+    model = stream_model(16)
+    theta = model.theta(KAPPA, cellular_stream(), sigma=SIGMA)
+    y, x = centres(4)
+    assert np.allclose(np.asarray(model.node_velocity(theta)), cellular(y, x), atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- the integrator
@@ -418,3 +424,32 @@ def test_bad_grid_specs_name_the_field(tmp_path, line, message):
     with pytest.raises(SpecError, match=message) as info:
         load_spec(spec)
     assert "s.toml" in str(info.value)
+
+
+def test_cli_fit_prints_the_discretisation_error_and_writes_it_to_json(tmp_path, capsys):
+    import json
+
+    from linest.cli import main
+    from linest.models import write_snapshots
+
+    n = 24
+    y, x = centres(n)
+    clean = np.stack([exact(y, x, t) for t in TIMES])
+    noise = SIGMA * np.random.default_rng(4).standard_normal(clean.shape)
+    write_snapshots(tmp_path / "d.nc", snapshots(clean + noise, exact(y, x, 0.0)))
+    for scheme in ("central", "spectral"):
+        spec = tmp_path / f"{scheme}.toml"
+        spec.write_text(
+            f'[model]\ntype = "advection_diffusion"\nshape = [{n}, {n}]\nscheme = "{scheme}"\n'
+            '[data]\nfile = "d.nc"\n'
+        )
+        out = tmp_path / f"{scheme}.json"
+        assert main(["fit", str(spec), "--json", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "Discretisation error of the estimates" in text
+        warned = "WARNING: the discretisation moves" in text
+        assert warned == (scheme == "central"), text
+        record = json.loads(out.read_text())["model_error"]
+        assert record["kind"] == "discretisation"
+        ratios = {row["parameter"]: row["ratio"] for row in record["parameters"]}
+        assert (ratios["u_x"] > 1) == (scheme == "central"), ratios

@@ -721,12 +721,21 @@ class AdvectionDiffusion(AbstractLinearModel):
 
     def node_velocity(self, theta) -> jax.Array:
         """The velocity at the nodes of its coarse grid, ``(d, *coarse)`` (``(d,)`` if
-        constant); for "stream", the face velocities interpolated to the nodes."""
+        constant); for "stream", the derivatives of the interpolated stream function there
+        (bilinear: the face velocities interpolated to the nodes)."""
         _, velocity, _ = self._split(jnp.asarray(theta))
         if self.velocity == "constant":
             return velocity
         if self.velocity == "grid":
             return velocity.reshape((self.ndim, *self.coarse))
+        if self.interpolation == "fourier":  # the exact derivatives of psi at its nodes
+            mean, free = velocity[:2], velocity[2:]
+            psi = jnp.concatenate([jnp.zeros(1, velocity.dtype), free]).reshape(self.coarse)
+            D = [
+                jnp.asarray(_fourier_weights((np.arange(m) + 0.5) * L / m, m, L, True))
+                for m, L in zip(self.coarse, self.length)
+            ]
+            return jnp.stack([-(psi @ D[1].T) + mean[0], D[0] @ psi + mean[1]])
         out = []
         for a, face in enumerate(self.face_velocities(velocity)):
             field = (face + jnp.roll(face, 1, axis=a)) / 2  # at the cell centres
