@@ -70,7 +70,8 @@ class AdvectionDiffusionFit(FitResult):
             lines.append(f"  ({where})  " + "  ".join(parts))
         if len(table) > len(shown):
             lines.append(f"  ... {len(table) - len(shown)} more rows: result.velocity()")
-        lines.append(f"max cell Peclet number |u| h / kappa: {m.peclet(self.theta):.3g}")
+        if m.scheme != "spectral":  # the finite volumes' positivity condition
+            lines.append(f"max cell Peclet number |u| h / kappa: {m.peclet(self.theta):.3g}")
         return lines
 
     def _tables(self) -> dict[str, pd.DataFrame]:
