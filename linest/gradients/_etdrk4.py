@@ -49,43 +49,52 @@ class _Coefficients(eqx.Module):
     f3 = property(lambda self: self._get(5))
 
 
-#: |z| below which the phi-functions are summed as Taylor series (their closed forms
-#: cancel there: (e^z - 1 - z - z^2/2) / z^3 loses all digits as z -> 0).
+#: |z| below which phi_3 is summed as a Taylor series (the closed forms cancel there:
+#: (e^z - 1 - z - z^2/2) / z^3 loses all digits as z -> 0).
 _SERIES_RADIUS = 1.0
-_SERIES_TERMS = 20  # the first omitted term is below 1/23! ~ 4e-23 for |z| < 1
+_SERIES_TERMS = 17  # the first omitted term is below 1/20! ~ 4e-19 for |z| < 1
 
 
 def phi_functions(z) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``phi_1, phi_2, phi_3`` of (complex) ``z``: ``phi_k(z) = sum_j z^j / (j + k)!``, i.e.
 
-        phi_1 = (e^z - 1) / z,  phi_2 = (e^z - 1 - z) / z^2,  phi_3 = (e^z - 1 - z - z^2/2) / z^3,
+        phi_1 = (e^z - 1) / z,  phi_2 = (e^z - 1 - z) / z^2,  phi_3 = (e^z - 1 - z - z^2/2) / z^3.
 
-    by their Taylor series for ``|z| < 1`` and by these closed forms elsewhere (relative
-    error a few ulp on both sides). Kassam and Trefethen (2005) evaluate the same
-    functions by a contour mean over 32 points about each ``z``; that holds 32 copies of
-    the spectrum, which reverse-mode autodiff keeps (680 snapshot-sets of memory on a
-    64 x 64 grid, measured), while these are elementwise. Both branches are finite
-    everywhere (the closed forms see ``z = 1`` where the series is used), so gradients
-    through ``jnp.where`` stay finite.
+    For ``|z| < 1``: ``phi_3`` by its Taylor series, then ``phi_2 = z phi_3 + 1/2`` and
+    ``phi_1 = z phi_2 + 1`` (multiplying by a small ``z`` loses nothing). Elsewhere:
+    ``phi_1`` in closed form, then ``phi_2 = (phi_1 - 1) / z`` and ``phi_3 = (phi_2 - 1/2)
+    / z`` (dividing by ``|z| >= 1`` loses nothing). Relative error a few ulp on both sides
+    (tested against Kassam and Trefethen's contour means, which evaluate the same functions
+    by a mean over 32 points about each ``z``: that holds 32 copies of the spectrum, which
+    reverse-mode autodiff kept, 680 snapshot-sets of memory on a 64 x 64 grid, measured).
+    Both branches are finite everywhere (the closed forms see ``z = 1`` where the series
+    is used), so gradients through ``jnp.where`` stay finite.
     """
     small = jnp.abs(z) < _SERIES_RADIUS
     zs = jnp.where(small, z, 0.0)
     zc = jnp.where(small, 1.0, z)
-    series = []
-    for k in (1, 2, 3):
-        # Horner on sum_j z^j / (j + k)!, from the highest term down.
-        total = jnp.full_like(zs, 1.0 / math.factorial(_SERIES_TERMS + k))
-        for j in range(_SERIES_TERMS - 1, -1, -1):
-            total = total * zs + 1.0 / math.factorial(j + k)
-        series.append(total)
-    ez = jnp.exp(zc)
-    closed = (
-        (ez - 1) / zc,
-        (ez - 1 - zc) / zc**2,
-        (ez - 1 - zc - zc**2 / 2) / zc**3,
-    )
+    # Horner on sum_j z^j / (j + 3)!, from the highest term down.
+    phi3 = jnp.full_like(zs, 1.0 / math.factorial(_SERIES_TERMS + 3))
+    for j in range(_SERIES_TERMS - 1, -1, -1):
+        phi3 = phi3 * zs + 1.0 / math.factorial(j + 3)
+    phi2 = zs * phi3 + 0.5
+    series = (zs * phi2 + 1.0, phi2, phi3)
+    closed1 = (jnp.exp(zc) - 1) / zc
+    closed2 = (closed1 - 1) / zc
+    closed = (closed1, closed2, (closed2 - 0.5) / zc)
     phi1, phi2, phi3 = (jnp.where(small, a, b) for a, b in zip(series, closed))
     return phi1, phi2, phi3
+
+
+def phi_1(z) -> jax.Array:
+    """``phi_1(z) = (e^z - 1) / z`` alone (series below ``|z| = 1``, as :func:`phi_functions`)."""
+    small = jnp.abs(z) < _SERIES_RADIUS
+    zs = jnp.where(small, z, 0.0)
+    zc = jnp.where(small, 1.0, z)
+    series = jnp.full_like(zs, 1.0 / math.factorial(_SERIES_TERMS + 1))
+    for j in range(_SERIES_TERMS - 1, -1, -1):
+        series = series * zs + 1.0 / math.factorial(j + 1)
+    return jnp.where(small, series, (jnp.exp(zc) - 1) / zc)
 
 
 @jax.checkpoint  # recomputed in the backward pass: its series terms are not kept
@@ -94,7 +103,7 @@ def coefficients(symbol, h) -> _Coefficients:
     ``Q = h/2 phi_1(z/2)``, ``f1 = h (phi_1 - 3 phi_2 + 4 phi_3)``, ``f2 = h (phi_2 - 2 phi_3)``,
     ``f3 = h (4 phi_3 - phi_2)`` (their ``alpha``, ``beta``, ``gamma`` times ``h``)."""
     z = h * symbol
-    half, _, _ = phi_functions(z / 2)
+    half = phi_1(z / 2)
     phi1, phi2, phi3 = phi_functions(z)
     weights = (
         jnp.exp(z),
