@@ -29,8 +29,8 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 # module would recompile what modules share (2-3 minutes more). They run side by side
 # (the suite is mostly single-threaded compilation: on 2 cores this takes about 2/3 of
 # the wall time of one after the other); the second one's output follows the first's.
-TESTS_1 = tests/gradients $(wildcard tests/test_*.py) tests/models/test_advection_diffusion.py tests/models/test_ctmc.py
-TESTS_2 = $(filter-out $(TESTS_1),$(wildcard tests/models/test_*.py))
+TESTS_1 = tests/gradients $(filter-out tests/test_delayed.py,$(wildcard tests/test_*.py)) tests/models/test_advection_diffusion.py tests/models/test_ctmc.py
+TESTS_2 = $(filter-out $(TESTS_1),$(wildcard tests/models/test_*.py)) tests/test_delayed.py
 test: $(VENV)/.installed-test
 	@log=$$(mktemp); \
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_2) > $$log 2>&1 & pid=$$!; \

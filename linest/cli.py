@@ -128,6 +128,9 @@ def _sample(args) -> int:
             overwrite=args.overwrite,
             block_size=args.block_size,
             progress=not args.quiet,
+            init=args.init,
+            surrogate=args.surrogate,
+            dense_mass=args.dense_mass,
         )
     print(f"{spec.path}: {chains.source}")
     print(summarize(tree))
@@ -296,6 +299,21 @@ def main(argv=None) -> int:
         choices=["nuts", "hmc", "chees", "meads"],
         help="nuts (default), hmc, or chees / meads (for many chains: adapted across them; "
         "meads needs a multiple of 4, at least 32)",
+    )
+    draw.add_argument(
+        "--init",
+        choices=["mle"],
+        help="mle: fit first, start from the fit's normal approximation and sample in its "
+        "whitened coordinates (the warm-up starts from the fit's covariance)",
+    )
+    draw.add_argument(
+        "--surrogate",
+        metavar="NAME",
+        help="delayed acceptance: NUTS/HMC transitions on a cheap density, accepted with the "
+        "exact one: laplace (needs --init mle), coarse:K (grid models), affine:NAME",
+    )
+    draw.add_argument(
+        "--dense-mass", action="store_true", help="adapt a dense mass matrix (nuts, hmc)"
     )
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")

@@ -33,9 +33,16 @@ class _Settings:
     prior: tuple[str, ...]
     data: str
     chains: str = ""  # "start:stop" when this run holds part of num_chains (processes)
+    init: str = ""  # "mle": sampled in the fit's whitened coordinates
+    surrogate: str = ""  # delayed acceptance on this surrogate (its name)
+    dense_mass: bool = False
 
     def fingerprint(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+#: The per-draw statistics every kernel records; a kernel may add its own (``record_stats``).
+STANDARD_STATS = ("lp", "acceptance_rate", "diverging", "energy", "n_steps", "tree_depth")
 
 
 def _data_fingerprint(statistics) -> str:
@@ -59,6 +66,8 @@ def _datatree(model, settings, records, checkpoint, statistics, extra_attrs, log
         "linest_gradient": settings.gradient,
         "linest_seed": settings.seed,
         "linest_prior": "; ".join(settings.prior),
+        "linest_init": settings.init,
+        "linest_surrogate": settings.surrogate,
         **extra_attrs,
     }
     if records is None:  # after warm-up, before the first block
@@ -77,6 +86,10 @@ def _datatree(model, settings, records, checkpoint, statistics, extra_attrs, log
                     ("chain", *[f"mass_{i}" for i in range(checkpoint["inverse_mass"].ndim - 1)]),
                     checkpoint["inverse_mass"],
                 ),
+                **{
+                    name: (("param", *[f"{name}_{i}" for i in range(np.ndim(value) - 1)]), value)
+                    for name, value in checkpoint.get("whitening", {}).items()
+                },
                 **{
                     f"kernel_{name}": (
                         ("chain", *[f"{name}_{i}" for i in range(np.ndim(value) - 1)]),
@@ -117,6 +130,9 @@ def _draws_tree(model, records, checkpoint, statistics, attrs, loglik, first_cha
         "tree_depth": records["tree_depth"],
         "step_size": np.array(step_size),
     }
+    for name, values in records.items():  # a kernel's own per-draw statistics
+        if name != "theta" and name not in sample_stats:
+            sample_stats[name] = values
     groups = {"posterior": posterior, "sample_stats": sample_stats}
     if loglik is not None:
         dim, labels = loglik[1]
@@ -179,10 +195,17 @@ def _load(path: Path, settings: _Settings):
         },
         "next_draw": int(group.attrs["next_draw"]),
     }
+    if "whitening_shift" in group:
+        checkpoint["whitening"] = {
+            name: group[name].values for name in ("whitening_shift", "whitening_matrix")
+        }
     records = None
     if checkpoint["next_draw"] > 0:
         post, stats = tree["posterior"], tree["sample_stats"]
         records = {"theta": post["theta"].values}
-        for k in ("lp", "acceptance_rate", "diverging", "energy", "n_steps", "tree_depth"):
+        for k in STANDARD_STATS:
             records[k] = stats[k].values
+        for k in map(str, stats.data_vars):  # a kernel's own statistics
+            if k not in records and k != "step_size":
+                records[k] = stats[k].values
     return records, checkpoint, dict(tree.attrs)

@@ -91,6 +91,16 @@ def summarize(tree) -> str:
         f"{float(stats['step_size'].mean()):.3g}, mean leapfrog steps "
         f"{float(stats['n_steps'].mean()):.1f}{depth}",
         f"prior: {_short_prior(tree.attrs.get('linest_prior', ''))}",
+    ]
+    if "second_stage_acceptance" in stats:
+        lines.append(
+            f"delayed acceptance on the surrogate {tree.attrs.get('linest_surrogate')!r}: "
+            f"second-stage acceptance {float(stats['second_stage_acceptance'].mean()):.3f} "
+            "(the exact posterior's accept step; first stage as above)"
+        )
+    if tree.attrs.get("linest_init") == "mle":
+        lines.append("started from the fit, in its whitened coordinates (init='mle')")
+    lines += [
         "",
         table.to_string(),
     ]

@@ -19,6 +19,7 @@ class WindowAdapted(AbstractKernel):
 
     algorithm: str = eqx.field(static=True, default="nuts")
     num_integration_steps: int = eqx.field(static=True, default=0)
+    dense_mass: bool = eqx.field(static=True, default=False)
 
     @property
     def reports_tree_depth(self) -> bool:  # type: ignore[override]
@@ -41,6 +42,7 @@ class WindowAdapted(AbstractKernel):
         adaptation = blackjax.window_adaptation(
             self._blackjax(),
             self.logdensity,
+            is_mass_matrix_diagonal=not self.dense_mass,
             target_acceptance_rate=self.target_acceptance,
             adaptation_info_fn=get_filter_adapt_info_fn(),
             **self._settings(),

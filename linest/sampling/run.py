@@ -39,10 +39,12 @@ from linest.sampling.checkpoint import (
     _write,
 )
 from linest.sampling.chees import ChEES
+from linest.sampling.delayed import DelayedAcceptance
 from linest.sampling.diagnostics import diagnose
 from linest.sampling.kernels import _LogDensity
 from linest.sampling.meads import MEADS
 from linest.sampling.nuts import WindowAdapted
+from linest.sampling.surrogates import AbstractSurrogate, Whitening, surrogate_from_string
 
 #: The module behind each ``kernel=`` name (see kernels.py for the contract).
 KERNEL_CLASSES = {"nuts": WindowAdapted, "hmc": WindowAdapted, "chees": ChEES, "meads": MEADS}
@@ -73,6 +75,8 @@ def sample(
     devices=None,
     log_likelihood: bool = True,
     chain_range: tuple[int, int] | None = None,
+    surrogate=None,
+    dense_mass: bool = False,
 ):
     """Posterior draws of ``model``'s parameters given ``data`` and ``prior``.
 
@@ -107,7 +111,19 @@ def sample(
     progress : print a line per block to stderr
     init : starting points, ``(num_chains, num_params)`` or ``(num_params,)``; default
         the model's (``model.chain_starts``: for most, the crude estimates plus
-        uniform(-0.5, 0.5) jitter per chain)
+        uniform(-0.5, 0.5) jitter per chain). ``"mle"`` (or a :class:`linest.FitResult`
+        of this model and data): fit first, start the chains from the fit's normal
+        approximation and sample in its whitened coordinates ``z``, ``theta = theta_hat + L
+        z`` with ``L L^T`` the fit's covariance: the warm-up's mass matrix then starts at
+        the fit's (dense) covariance instead of the identity, and needs far fewer steps.
+    surrogate : a cheap density for delayed acceptance (:mod:`linest.sampling.surrogates`:
+        ``Laplace()``, ``Coarse(2)``, ``Affine(Coarse(2))``, ``Custom(fn)``, or their names
+        ``"laplace"``, ``"coarse:2"``, ``"affine:coarse:2"``): each NUTS (``kernel="nuts"``)
+        or HMC (``"hmc"``) transition runs on it and is accepted or rejected with the exact
+        posterior (:mod:`linest.sampling.delayed`), so the draws stay exact. ``Laplace``
+        and ``Affine`` are built from the fit: they need ``init="mle"``.
+    dense_mass : adapt a dense mass matrix (blackjax's window adaptation; NUTS and HMC)
+        instead of a diagonal one, for correlated posteriors
     devices : JAX devices for the chains (default all); chains are split evenly over
         the largest number of them that divides ``num_chains``
     log_likelihood : add the pointwise log-likelihood group (for ``arviz.loo``)
@@ -201,6 +217,35 @@ def sample(
             stacklevel=2,
         )
 
+    init_mode = _init_mode(init)
+    if isinstance(surrogate, str):
+        try:
+            surrogate = surrogate_from_string(surrogate)
+        except ValueError as error:
+            raise SamplingError(f"sample: {error}") from None
+    if surrogate is not None:
+        if not isinstance(surrogate, AbstractSurrogate):
+            raise SamplingError(
+                f"sample: surrogate must be a linest.sampling.surrogates object or a name such "
+                f"as 'laplace' or 'coarse:2'; got {surrogate!r}"
+            )
+        if kernel not in ("nuts", "hmc"):
+            raise SamplingError(
+                f"sample: a surrogate runs NUTS or HMC transitions on it (delayed acceptance); "
+                f"kernel={kernel!r} adapts across chains and has no such form: use "
+                "kernel='nuts' or 'hmc'"
+            )
+        if surrogate.needs_fit and init_mode != "mle":
+            raise SamplingError(
+                f"sample: the surrogate {surrogate.name()!r} is built from the fit: pass "
+                "init='mle' (--init mle)"
+            )
+    if dense_mass and kernel not in ("nuts", "hmc"):
+        raise SamplingError(
+            f"sample: dense_mass is for kernel='nuts' or 'hmc' (window adaptation); "
+            f"{kernel!r} adapts its own diagonal scales"
+        )
+    p = model.num_params
     statistics = model.statistics(data)
     compute = for_compute(statistics)
     seed = rng_key if isinstance(rng_key, (int, np.integer)) else None
@@ -229,19 +274,47 @@ def sample(
         prior=tuple(prior.describe()),
         data=_data_fingerprint(compute),
         chains="" if (first, stop) == (0, total_chains) else f"{first}:{stop}",
+        init=init_mode,
+        surrogate="" if surrogate is None else surrogate.name(),
+        dense_mass=bool(dense_mass),
     )
 
+    records, checkpoint, attrs = None, None, {}
+    if resume and out is not None and out.exists():
+        records, checkpoint, attrs = _load(out, settings)
+    whitening, fitted = _preconditioning(
+        model, statistics, init, checkpoint, surrogate, progress, say=_say(progress)
+    )
+    logdensity = _LogDensity(model, compute, prior, gradient)
+    cheap = None
+    if surrogate is not None:
+        cheap = surrogate.build(model, compute, prior, fitted)
+    if whitening is not None:
+        logdensity = whitening.density(logdensity)
+        cheap = None if cheap is None else whitening.density(cheap)
+
     common: dict[str, Any] = dict(
-        logdensity=_LogDensity(model, compute, prior, gradient),
+        logdensity=logdensity,
         target_acceptance=0.0 if target_acceptance is None else float(target_acceptance),
         max_tree_depth=int(max_tree_depth),
         num_warmup=int(num_warmup),
         block=int(block),
         num_samples=int(num_samples),
     )
-    if KERNEL_CLASSES[kernel] is WindowAdapted:
+    if cheap is not None:
+        sampler = DelayedAcceptance(
+            **common,
+            algorithm=kernel,
+            num_integration_steps=int(num_integration_steps),
+            dense_mass=bool(dense_mass),
+            surrogate=cheap,
+        )
+    elif KERNEL_CLASSES[kernel] is WindowAdapted:
         sampler = WindowAdapted(
-            **common, algorithm=kernel, num_integration_steps=int(num_integration_steps)
+            **common,
+            algorithm=kernel,
+            num_integration_steps=int(num_integration_steps),
+            dense_mass=bool(dense_mass),
         )
     else:
         sampler = KERNEL_CLASSES[kernel](**common)
@@ -252,19 +325,18 @@ def sample(
     warmup_root = jax.random.fold_in(key, 2**31 - 1)
     warmup_keys = jax.vmap(lambda c: jax.random.fold_in(warmup_root, c))(ids)
 
-    def say(text):
-        if progress:
-            print(f"linest sample: {text}", file=sys.stderr, flush=True)
-
-    records, checkpoint, attrs = None, None, {}
-    if resume and out is not None and out.exists():
-        records, checkpoint, attrs = _load(out, settings)
+    say = _say(progress)
+    if checkpoint is not None:
         say(f"resuming {out} at draw {checkpoint['next_draw']} of {num_samples}")
     elif resume:
         say(f"{out} does not exist yet: starting a new run")
 
     if checkpoint is None:
-        theta0 = _initial(model, compute, init, total_chains, key)[first:stop]
+        if whitening is not None:  # the fit's normal approximation: z ~ N(0, I)
+            z0 = jax.random.normal(jax.random.fold_in(key, 104729), (total_chains, p))
+            theta0 = z0[first:stop]
+        else:
+            theta0 = _initial(model, compute, init, total_chains, key)[first:stop]
         fixed = np.flatnonzero(np.ptp(np.asarray(theta0), axis=0) == 0)
         if kernel == "meads" and fixed.size:
             same = [model.param_names[i] for i in fixed]
@@ -273,7 +345,8 @@ def sample(
                 f"and every chain starts at the same {', '.join(same)}: give init= one "
                 "dispersed row per chain, or leave init out"
             )
-        model.preflight(np.asarray(theta0[0]), compute, gradient)
+        start_theta = theta0[0] if whitening is None else whitening.to_theta(theta0[0])
+        model.preflight(np.asarray(start_theta), compute, gradient)
         start = time.perf_counter()
         say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
         if sampler.adapts_across_chains:
@@ -291,6 +364,11 @@ def sample(
             "extra": {k: np.asarray(v) for k, v in extra.items()},
             "next_draw": 0,
         }
+        if whitening is not None:
+            checkpoint["whitening"] = {
+                "whitening_shift": np.asarray(whitening.shift),
+                "whitening_matrix": np.asarray(whitening.matrix),
+            }
         attrs["linest_warmup_seconds"] = time.perf_counter() - start
         say(
             f"warm-up done in {attrs['linest_warmup_seconds']:.1f} s; step sizes "
@@ -321,6 +399,8 @@ def sample(
         sampling_seconds += elapsed
         kept = min(block, num_samples - done)  # the last block may run past num_samples
         fresh = {k: v[:, :kept] for k, v in new.items()}
+        if whitening is not None:  # the draws of z back to theta
+            fresh["theta"] = np.asarray(whitening.to_theta(jnp.asarray(fresh["theta"])))
         records = (
             fresh
             if records is None
@@ -360,6 +440,79 @@ def sample(
     if out is not None:
         _write(tree, out)
     return tree
+
+
+def _say(progress: bool):
+    def say(text):
+        if progress:
+            print(f"linest sample: {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _init_mode(init) -> str:
+    """"mle" when the chains start from (and are preconditioned by) a fit, else ""."""
+    from linest.models.result import FitResult
+
+    if isinstance(init, FitResult):
+        return "mle"
+    if isinstance(init, str):
+        if init.strip().lower() != "mle":
+            raise SamplingError(f"sample: init={init!r}; expected 'mle', a FitResult or arrays")
+        return "mle"
+    return ""
+
+
+class _FitSummary:
+    """What the surrogates read of a fit: its estimate and covariance."""
+
+    def __init__(self, theta, covariance, param_names):
+        self.theta, self.covariance, self.param_names = theta, covariance, param_names
+
+
+def _preconditioning(model, statistics, init, checkpoint, surrogate, progress, say):
+    """(Whitening or None, the fit's estimate and covariance or None) for ``init``.
+
+    A resumed run takes the whitening from its checkpoint (no second fit); a new one fits
+    (``init="mle"``) or takes the given FitResult."""
+    from linest.models.result import FitResult
+
+    if _init_mode(init) != "mle":
+        return None, None
+    if checkpoint is not None and "whitening" in checkpoint:
+        shift = jnp.asarray(checkpoint["whitening"]["whitening_shift"])
+        matrix = jnp.asarray(checkpoint["whitening"]["whitening_matrix"])
+        whitening = Whitening(shift, matrix)
+    else:
+        if isinstance(init, FitResult):
+            fit = init
+            if tuple(fit.param_names) != tuple(model.param_names):
+                raise SamplingError(
+                    "sample: init is a FitResult of another model (its parameters are "
+                    f"{list(fit.param_names)[:4]}...); fit this model, or pass init='mle'"
+                )
+        else:
+            import warnings as _warnings
+
+            from linest.fit import FitWarning
+            from linest.fit import fit as run_fit
+
+            say("init='mle': fitting first")
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore", FitWarning)
+                fit = run_fit(model, statistics, assess_model_error=False)
+            if not fit.converged:
+                raise SamplingError(
+                    "sample: init='mle': the fit did not converge "
+                    f"({'; '.join(fit.warnings) or fit.message}); sample without init='mle'"
+                )
+            say(f"fit: converged in {fit.iterations} iterations, {fit.seconds:.1f} s")
+        whitening = Whitening.from_fit(fit)
+    matrix = np.asarray(whitening.matrix)
+    summary = _FitSummary(
+        np.asarray(whitening.shift), matrix @ matrix.T, tuple(model.param_names)
+    )
+    return whitening, summary
 
 
 def _initial(model, statistics, init, num_chains, key) -> jax.Array:

@@ -528,12 +528,7 @@ class AdvectionDiffusion(AbstractLinearModel):
         if isinstance(gradient, Surrogate) and gradient.max_norm is not None:
             raise ValueError(f"{caller}: Surrogate(max_norm=...) is for dense exp(M); drop it")
         if isinstance(gradient, CoarseGrid):
-            bad = [n for n in self.shape if n % gradient.factor or n // gradient.factor < 4]
-            if bad:
-                raise ValueError(
-                    f"{caller}: CoarseGrid(factor={gradient.factor}) needs every grid size "
-                    f"{self.shape} divisible by it, leaving >= 4 cells"
-                )
+            self.check_coarse(gradient.factor, f"{caller}: CoarseGrid(factor={gradient.factor})")
 
     def snapshots(self, theta, statistics, gradient=None) -> jax.Array:
         """The model's fields at the snapshot times, ``(K, *grid)``."""
@@ -619,9 +614,45 @@ class AdvectionDiffusion(AbstractLinearModel):
 
         return discretisation_error(self, theta, statistics, covariance)
 
+    def check_coarse(self, factor: int, caller: str) -> None:
+        """Raise unless the grid coarsens by ``factor`` (every size divisible, >= 4 cells)."""
+        bad = [n for n in self.shape if n % factor or n // factor < 4]
+        if bad or not isinstance(factor, int) or factor < 2:
+            raise ValueError(
+                f"{caller}: a grid {factor!r} times coarser needs every grid size {self.shape} "
+                f"divisible by an integer factor >= 2, leaving >= 4 cells"
+            )
+        if self.scheme == "spectral":
+            self._coarsened(factor, None)  # the coarse grid must resolve the velocity
+
+    def coarse_loglik(self, theta, statistics, factor: int) -> jax.Array:
+        """The log-likelihood with the state on a grid ``factor`` times coarser: a cheap,
+        biased density for delayed-acceptance sampling (``linest.sampling.Coarse``).
+        Finite volumes: the initial field restricted by block averages (cell averages),
+        the predictions interpolated back bilinearly; spectral: both by trigonometric
+        interpolation (grid values are point values of a band-limited field)."""
+        theta = jnp.asarray(theta)
+        if self.scheme != "spectral":
+            coarse_model, coarse_statistics = self._coarsened(factor, statistics)
+            fields = _prolonged_snapshots(
+                coarse_model, None, self.shape, theta, coarse_statistics
+            )
+        else:
+            from linest.models.advection_diffusion.resolution import _apply, _transfers
+
+            coarse_model = self.with_shape(tuple(n // factor for n in self.shape))
+            up, down = _transfers(coarse_model, self)
+            initial = _apply([jnp.asarray(w) for w in down], statistics.initial)
+            coarse_statistics = dataclasses.replace(statistics, initial=initial)
+            fields = coarse_model.snapshots(theta, coarse_statistics)
+            fields = _apply([jnp.asarray(w) for w in up], fields)
+        return jnp.sum(self._gaussian(self._observe(fields, statistics), theta, statistics))
+
     def _coarsened(self, factor, statistics):
         shape = tuple(n // factor for n in self.shape)
         model = self.with_shape(shape)
+        if statistics is None:
+            return model, None
         initial = statistics.initial
         for a in range(self.ndim):  # block averages: finite-volume cell averages restrict exactly
             blocks = initial.shape[:a] + (shape[a], factor) + initial.shape[a + 1 :]
@@ -674,14 +705,17 @@ class AdvectionDiffusion(AbstractLinearModel):
     def sampling_setup(self, gradient, devices):
         """The HMC force: by default the Gauss-Legendre quadrature of eq. 4.7 with 16 nodes
         (as accurate as the checkpointed adjoint here, 1e-9 relative on the shipped
-        problem, and cheaper; the accept step is exact whatever the force). An explicit
-        ``Adjoint`` runs its chains on one device: diffrax's checkpointed backward pass
-        fails under ``jax.shard_map`` (equinox closure conversion)."""
+        problem, and cheaper; the accept step is exact whatever the force). Wherever a
+        diffrax solve runs (a velocity that varies: the exponential or explicit
+        integrator, also inside the quadrature), the chains run on one device: diffrax's
+        solves fail under ``jax.shard_map`` (equinox closure conversion: "called with
+        different dynamic arguments")."""
+        one = list(jax.devices() if devices is None else devices)[:1]
         if gradient is None and self.velocity != "constant":
-            return Surrogate("gauss", 16), devices
+            return Surrogate("gauss", 16), one
         method = self._resolve(gradient)
-        if isinstance(method, (Adjoint, Exponential)):
-            return gradient, list(jax.devices() if devices is None else devices)[:1]
+        if isinstance(method, (Adjoint, Exponential)) or self.velocity != "constant":
+            return gradient, one
         return gradient, devices
 
     def describe_fit(self, statistics) -> str:
