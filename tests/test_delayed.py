@@ -234,7 +234,7 @@ def test_cav_delayed_acceptance_agrees_with_exact_nuts():
                 prior,
                 surrogate=poor_surrogate(fit),
                 **(common | {"num_samples": 3000}),
-            ),  # fmt: skip
+            ),
         }
     reference = exact["posterior"]["theta"].values.reshape(-1, 7).mean(0)
     reference_mcse = az.mcse(exact, var_names=["theta"], method="mean")["theta"].values
