@@ -104,8 +104,6 @@ class DelayedAcceptance(WindowAdapted):
             return (state, exact), record
 
         state = HMCState(position, extra["surrogate_logdensity"], grad)
-        (state, exact), records = jax.lax.scan(
-            step, (state, logdensity), jnp.arange(self.block)
-        )
+        (state, exact), records = jax.lax.scan(step, (state, logdensity), jnp.arange(self.block))
         extra = {"surrogate_logdensity": state.logdensity}
         return state.position, exact, state.logdensity_grad, records, extra

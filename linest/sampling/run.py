@@ -451,7 +451,7 @@ def _say(progress: bool):
 
 
 def _init_mode(init) -> str:
-    """"mle" when the chains start from (and are preconditioned by) a fit, else ""."""
+    """ "mle" when the chains start from (and are preconditioned by) a fit, else ""."""
     from linest.models.result import FitResult
 
     if isinstance(init, FitResult):
@@ -509,9 +509,7 @@ def _preconditioning(model, statistics, init, checkpoint, surrogate, progress, s
             say(f"fit: converged in {fit.iterations} iterations, {fit.seconds:.1f} s")
         whitening = Whitening.from_fit(fit)
     matrix = np.asarray(whitening.matrix)
-    summary = _FitSummary(
-        np.asarray(whitening.shift), matrix @ matrix.T, tuple(model.param_names)
-    )
+    summary = _FitSummary(np.asarray(whitening.shift), matrix @ matrix.T, tuple(model.param_names))
     return whitening, summary
 
 
