@@ -2,6 +2,7 @@
 on cheap surrogates: closed-form posteriors within MCSE whatever the surrogate, resume,
 the exact-gradient posterior of cav, and clear errors."""
 
+import re
 import warnings
 
 import arviz as az
@@ -13,7 +14,7 @@ import xarray as xr
 
 import linest
 from linest.sampling import SamplingError, SamplingWarning
-from linest.sampling.surrogates import Custom, Laplace, Whitening
+from linest.sampling.surrogates import Custom, Gaussian, Laplace, Learned, Whitening
 from linest.simulate import simulate_paths
 
 THREE = linest.CTMC(["a", "b", "c"], ["a-b", "b-a", "b-c", "c-a"])
@@ -73,7 +74,16 @@ def poor_surrogate(fitted):
 
 
 @pytest.mark.parametrize(
-    "case", ["nuts from the fit", "delayed laplace", "delayed poor", "delayed hmc"]
+    "case",
+    [
+        "nuts from the fit",
+        "delayed laplace",
+        "delayed gaussian",
+        "delayed learned",
+        "delayed poor",
+        "trajectories",
+        "trajectories poor",
+    ],
 )
 def test_closed_form_posterior_whatever_the_surrogate(paths, fitted, case):
     frame, chains = paths
@@ -81,15 +91,27 @@ def test_closed_form_posterior_whatever_the_surrogate(paths, fitted, case):
     kwargs |= {
         "nuts from the fit": dict(init="mle"),
         "delayed laplace": dict(init=fitted, surrogate=Laplace()),
+        "delayed gaussian": dict(init=fitted, surrogate="gaussian"),
+        "delayed learned": dict(init=fitted, surrogate=Learned(steps=1000)),
         "delayed poor": dict(surrogate=poor_surrogate(fitted), num_samples=2000),
-        "delayed hmc": dict(init="mle", surrogate="laplace", kernel="hmc"),
+        "trajectories": dict(init="mle", surrogate="laplace", kernel="hmc"),
+        "trajectories poor": dict(surrogate=poor_surrogate(fitted), kernel="hmc", num_samples=2000),
     }[case]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)
         tree = linest.sample(THREE, chains, PRIOR, **kwargs)
     assert_matches(tree, closed_form(frame))
     stats = tree["sample_stats"]
-    if "surrogate" in kwargs:
+    if case.startswith("trajectories"):
+        # One accept step, with the exact energy at the trajectory's ends.
+        assert "second_stage_acceptance" not in stats
+        acceptance = float(stats["acceptance_rate"].mean())
+        assert float(stats["surrogate_acceptance"].mean()) > 0.6  # its own steps are fine
+        if case == "trajectories poor":
+            assert 0.02 < acceptance < 0.6, acceptance
+        else:
+            assert acceptance > 0.7, acceptance
+    elif "surrogate" in kwargs:
         acceptance = float(stats["second_stage_acceptance"].mean())
         if case == "delayed poor":
             assert 0.05 < acceptance < 0.6, acceptance  # a poor surrogate: lower, still exact
@@ -98,6 +120,34 @@ def test_closed_form_posterior_whatever_the_surrogate(paths, fitted, case):
     else:
         assert "second_stage_acceptance" not in stats
     assert tree.attrs["linest_init"] == ("mle" if "init" in kwargs else "")
+
+
+def test_score_matched_gaussian_finds_the_posterior_mean_the_mode_misses(paths, fitted):
+    """log q_rs has the closed-form posterior mean digamma(a + N) - log(b + R); the
+    score-matched Gaussian's mean is closer to it than the mode (the fit) is, and the
+    network of Learned brings the held-out log-density error below the Gaussian's."""
+    import scipy.special
+
+    from linest.models.base import for_compute
+    from linest.priors import Prior
+
+    frame, chains = paths
+    exact = np.array(
+        [scipy.special.digamma(d.args[0]) + np.log(d.kwds["scale"]) for d in closed_form(frame)]
+    )
+    statistics = for_compute(THREE.statistics(chains))
+    prior = Prior.from_table(THREE, PRIOR)
+    gaussian = Gaussian(points=60).build(THREE, statistics, prior, fitted)
+    mean = np.asarray(gaussian.whitening.to_theta(gaussian.mean))
+    sd = np.sqrt(np.diag(fitted.covariance))
+    assert np.all(np.abs(mean - exact) < 0.3 * np.abs(fitted.theta - exact) + 0.02 * sd)
+    assert "score-matched on 60 exact gradients" in gaussian.report
+    learned = Learned(steps=1000).build(THREE, statistics, prior, fitted)
+    numbers = re.findall(
+        r"held-out sd of log\(pi/q\) ([0-9.]+) with the network, ([0-9.]+)", learned.report
+    )
+    with_network, alone = map(float, numbers[0])
+    assert with_network < 0.5 * alone, learned.report
 
 
 def test_whitening_maps_the_fit_to_the_standard_normal(fitted):
@@ -109,18 +159,21 @@ def test_whitening_maps_the_fit_to_the_standard_normal(fitted):
 
 
 @QUIET
-@pytest.mark.parametrize("surrogate", [None, "laplace"])
+@pytest.mark.parametrize(
+    "surrogate, kernel", [(None, "nuts"), ("laplace", "nuts"), ("laplace", "hmc")]
+)
 def test_run_killed_after_a_block_resumes_to_the_same_draws(
-    paths, tmp_path, monkeypatch, surrogate
+    paths, tmp_path, monkeypatch, surrogate, kernel
 ):
-    """The whitening (from the checkpoint, no second fit) and the delayed-acceptance state
-    (exact and surrogate log densities) go through the checkpoint."""
+    """The whitening (from the checkpoint, no second fit) and the state of delayed
+    acceptance and of surrogate trajectories (exact and surrogate log densities) go
+    through the checkpoint."""
     from linest.sampling import run as sample_module
 
     _, chains = paths
     kwargs = dict(
         num_chains=2, num_warmup=30, num_samples=30, rng_key=6, progress=False, init="mle",
-        surrogate=surrogate, block_size=10, log_likelihood=False,
+        surrogate=surrogate, kernel=kernel, block_size=10, log_likelihood=False,
     )  # fmt: skip
     straight = linest.sample(THREE, chains, PRIOR, **kwargs)
     out = tmp_path / "run.nc"
@@ -147,9 +200,9 @@ def test_run_killed_after_a_block_resumes_to_the_same_draws(
         resumed["posterior"]["theta"].values, straight["posterior"]["theta"].values
     )
     if surrogate:
+        stat = "second_stage_acceptance" if kernel == "nuts" else "surrogate_acceptance"
         np.testing.assert_array_equal(
-            resumed["sample_stats"]["second_stage_acceptance"].values,
-            straight["sample_stats"]["second_stage_acceptance"].values,
+            resumed["sample_stats"][stat].values, straight["sample_stats"][stat].values
         )
     with pytest.raises(SamplingError, match="surrogate"):
         linest.sample(
@@ -213,7 +266,8 @@ def test_cli_sample_from_the_fit_with_a_surrogate(paths, tmp_path, capsys):
 @pytest.mark.slow
 def test_cav_delayed_acceptance_agrees_with_exact_nuts():
     """cav (msm's example, 7 rates): delayed acceptance on the Laplace surrogate and on a
-    deliberately poor one give the exact-gradient NUTS posterior means within 4 MCSE."""
+    deliberately poor one, and HMC trajectories on the Laplace surrogate's force, give the
+    exact-gradient NUTS posterior means within 4 MCSE."""
     from linest.spec import load_spec
 
     spec = load_spec("models/cav.toml")
@@ -234,6 +288,9 @@ def test_cav_delayed_acceptance_agrees_with_exact_nuts():
                 prior,
                 surrogate=poor_surrogate(fit),
                 **(common | {"num_samples": 3000}),
+            ),
+            "trajectories on laplace": linest.sample(
+                spec.model, chains, prior, init=fit, surrogate="laplace", kernel="hmc", **common
             ),
         }
     reference = exact["posterior"]["theta"].values.reshape(-1, 7).mean(0)

@@ -14,6 +14,10 @@ respect to ``pi``: the chain targets the exact posterior whatever the surrogate;
 one only lowers the second stage's acceptance. The exact density's gradient is never
 evaluated; its value once per draw (not at all when the first stage stays put).
 
+``linest.sample(kernel="hmc", surrogate=...)`` runs :mod:`linest.sampling.trajectory`
+instead: one accept step with the exact energy, at least as likely to accept as the two
+stages here.
+
 Warm-up: Stan-style window adaptation (step size and mass matrix) on the surrogate alone.
 Static HMC's step size is jittered by +-20% per draw (a fixed trajectory length resonates
 on a whitened, near-isotropic surrogate).

@@ -98,6 +98,14 @@ def summarize(tree) -> str:
             f"second-stage acceptance {float(stats['second_stage_acceptance'].mean()):.3f} "
             "(the exact posterior's accept step; first stage as above)"
         )
+    if "surrogate_acceptance" in stats:
+        lines.append(
+            f"trajectories on the surrogate {tree.attrs.get('linest_surrogate')!r}, accepted "
+            f"with the exact energy (acceptance above); the surrogate's own energy would "
+            f"accept {float(stats['surrogate_acceptance'].mean()):.3f}"
+        )
+    if tree.attrs.get("linest_surrogate_report"):
+        lines.append(str(tree.attrs["linest_surrogate_report"]))
     if tree.attrs.get("linest_init") == "mle":
         lines.append("started from the fit, in its whitened coordinates (init='mle')")
     lines += [

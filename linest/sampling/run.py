@@ -45,6 +45,7 @@ from linest.sampling.kernels import _LogDensity
 from linest.sampling.meads import MEADS
 from linest.sampling.nuts import WindowAdapted
 from linest.sampling.surrogates import AbstractSurrogate, Whitening, surrogate_from_string
+from linest.sampling.trajectory import SurrogateTrajectory
 
 #: The module behind each ``kernel=`` name (see kernels.py for the contract).
 KERNEL_CLASSES = {"nuts": WindowAdapted, "hmc": WindowAdapted, "chees": ChEES, "meads": MEADS}
@@ -119,9 +120,12 @@ def sample(
     surrogate : a cheap density for delayed acceptance (:mod:`linest.sampling.surrogates`:
         ``Laplace()``, ``Coarse(2)``, ``Affine(Coarse(2))``, ``Custom(fn)``, or their names
         ``"laplace"``, ``"coarse:2"``, ``"affine:coarse:2"``): each NUTS (``kernel="nuts"``)
-        or HMC (``"hmc"``) transition runs on it and is accepted or rejected with the exact
-        posterior (:mod:`linest.sampling.delayed`), so the draws stay exact. ``Laplace``
-        and ``Affine`` are built from the fit: they need ``init="mle"``.
+        transition runs on it and is accepted or rejected with the exact posterior
+        (delayed acceptance, :mod:`linest.sampling.delayed`); with ``kernel="hmc"`` each
+        jittered trajectory runs on its force and is accepted with the exact energy at its
+        ends (:mod:`linest.sampling.trajectory`). Either way the draws stay exact and the
+        exact gradient is never evaluated. ``Laplace`` and ``Affine`` are built from the
+        fit: they need ``init="mle"``.
     dense_mass : adapt a dense mass matrix (blackjax's window adaptation; NUTS and HMC)
         instead of a diagonal one, for correlated posteriors
     devices : JAX devices for the chains (default all); chains are split evenly over
@@ -288,7 +292,13 @@ def sample(
     logdensity = _LogDensity(model, compute, prior, gradient)
     cheap = None
     if surrogate is not None:
+        if surrogate.needs_exact_draws:
+            _say(progress)(f"building the surrogate {surrogate.name()!r} from exact solves")
         cheap = surrogate.build(model, compute, prior, fitted)
+        report = getattr(cheap, "report", "")
+        if report:
+            _say(progress)(report)
+            attrs["linest_surrogate_report"] = report
     if whitening is not None:
         logdensity = whitening.density(logdensity)
         cheap = None if cheap is None else whitening.density(cheap)
@@ -301,7 +311,15 @@ def sample(
         block=int(block),
         num_samples=int(num_samples),
     )
-    if cheap is not None:
+    if cheap is not None and kernel == "hmc":
+        sampler = SurrogateTrajectory(
+            **common,
+            algorithm=kernel,
+            num_integration_steps=int(num_integration_steps),
+            dense_mass=bool(dense_mass),
+            surrogate=cheap,
+        )
+    elif cheap is not None:
         sampler = DelayedAcceptance(
             **common,
             algorithm=kernel,
