@@ -309,8 +309,9 @@ def main(argv=None) -> int:
     draw.add_argument(
         "--surrogate",
         metavar="NAME",
-        help="delayed acceptance: NUTS/HMC transitions on a cheap density, accepted with the "
-        "exact one: laplace (needs --init mle), coarse:K (grid models), affine:NAME",
+        help="run the trajectories on a cheap density, accept with the exact one (NUTS: "
+        "delayed acceptance; --kernel hmc: exact energy at the ends): gaussian, learned, "
+        "laplace (these need --init mle), coarse:K (grid models), affine:NAME",
     )
     draw.add_argument(
         "--dense-mass", action="store_true", help="adapt a dense mass matrix (nuts, hmc)"

@@ -13,7 +13,7 @@ import scipy.stats
 import xarray as xr
 
 import linest
-from linest.sampling import SamplingError, SamplingWarning
+from linest.sampling import SamplingError, SamplingWarning, summarize
 from linest.sampling.surrogates import Custom, Gaussian, Laplace, Learned, Whitening
 from linest.simulate import simulate_paths
 
@@ -107,6 +107,7 @@ def test_closed_form_posterior_whatever_the_surrogate(paths, fitted, case):
         assert "second_stage_acceptance" not in stats
         acceptance = float(stats["acceptance_rate"].mean())
         assert float(stats["surrogate_acceptance"].mean()) > 0.6  # its own steps are fine
+        assert "accepted with the exact energy" in summarize(tree)
         if case == "trajectories poor":
             assert 0.02 < acceptance < 0.6, acceptance
         else:
