@@ -17,6 +17,8 @@ the second stage's acceptance).
   coarser (the model's ``coarse_loglik``), times the prior;
 * :class:`Affine` ``(inner)``: ``inner`` plus the linear term that makes its gradient
   match the exact posterior's at the fit (a biased surrogate's optimum moved back);
+* :class:`Force` ``(method)``: a gradient method's force, for HMC trajectories (the notes'
+  ``t exp(tQ) J``: ``force:surrogate-left``);
 * :class:`Custom` ``(logdensity_fn)``: any log density of yours.
 
 :class:`Whitening` is the fit's affine map ``theta = shift + L z`` (``L L^T`` the fit's
@@ -44,6 +46,7 @@ __all__ = [
     "Affine",
     "Coarse",
     "Custom",
+    "Force",
     "Gaussian",
     "Laplace",
     "Learned",
@@ -393,6 +396,37 @@ class Affine(AbstractSurrogate):
         return f"affine:{self.inner.name()}"
 
 
+class _MethodLoglik(eqx.Module):
+    model: Any
+    statistics: Any
+    method: Any = eqx.field(static=True)
+
+    def __call__(self, theta):
+        return self.model.loglik(theta, self.statistics, self.method)
+
+
+class Force(AbstractSurrogate):
+    """A force only: the gradient of the log-likelihood by one of the engine's methods (the
+    notes' ``t exp(tQ) J`` as ``Force("surrogate-left")``, a Gauss-Legendre quadrature...),
+    which need not be the gradient of any density. For ``kernel="hmc"``: trajectories on
+    this force, accepted with the exact energy at their ends. Its value is the exact
+    log-likelihood (the methods' forward solve computes it anyway, so a force costs what the
+    ordinary kernels with ``gradient=`` cost per step; the difference is only that the
+    accept step alone reads the energy)."""
+
+    method: str = eqx.field(static=True, default="surrogate-left")
+
+    def build(self, model, statistics, prior, fit):
+        from linest.engine import gradient_from_string
+
+        return _WithPrior(
+            _MethodLoglik(model, statistics, gradient_from_string(self.method)), prior
+        )
+
+    def name(self) -> str:
+        return f"force:{self.method}"
+
+
 class Custom(AbstractSurrogate):
     """Any log density ``logdensity_fn(theta)`` of the posterior's shape (jittable): the
     chain stays exact whatever it is; the better it is, the higher the acceptance."""
@@ -416,9 +450,12 @@ def surrogate_from_string(text: str) -> AbstractSurrogate:
     match = re.fullmatch(r"coarse[:-](\d+)", name)
     if match:
         return Coarse(int(match[1]))
+    if name.startswith("force:"):
+        return Force(name.removeprefix("force:"))
     if name.startswith("affine:"):
         return Affine(surrogate_from_string(name.removeprefix("affine:")))
     raise ValueError(
         f"unknown surrogate {text!r}; expected laplace, gaussian, learned, coarse:K (grid "
-        "models, e.g. coarse:2) or affine:NAME (e.g. affine:coarse:2)"
+        "models, e.g. coarse:2), affine:NAME (e.g. affine:coarse:2) or force:METHOD (e.g. "
+        "force:surrogate-left, with kernel='hmc')"
     )
