@@ -131,6 +131,7 @@ def _sample(args) -> int:
             init=args.init,
             surrogate=args.surrogate,
             dense_mass=args.dense_mass,
+            exact_every=args.exact_every,
         )
     print(f"{spec.path}: {chains.source}")
     print(summarize(tree))
@@ -315,6 +316,14 @@ def main(argv=None) -> int:
     )
     draw.add_argument(
         "--dense-mass", action="store_true", help="adapt a dense mass matrix (nuts, hmc)"
+    )
+    draw.add_argument(
+        "--exact-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --surrogate: every K-th draw an exact NUTS transition (for "
+        "surrogates lighter-tailed than the posterior; see the tail warning)",
     )
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")

@@ -36,6 +36,7 @@ class _Settings:
     init: str = ""  # "mle": sampled in the fit's whitened coordinates
     surrogate: str = ""  # delayed acceptance on this surrogate (its name)
     dense_mass: bool = False
+    exact_every: int = 0  # HMC trajectories on a surrogate: an exact NUTS draw every k
 
     def fingerprint(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

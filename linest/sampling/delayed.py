@@ -34,6 +34,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from linest.sampling.interleave import exact_nuts, schedule
 from linest.sampling.nuts import WindowAdapted
 
 __all__ = ["DelayedAcceptance"]
@@ -46,9 +47,12 @@ class DelayedAcceptance(WindowAdapted):
     surrogate's log density is in ``extra``."""
 
     surrogate: Callable = None  # type: ignore[assignment]
+    #: Every ``exact_every``-th draw is an exact-gradient NUTS transition instead (0: never;
+    #: :mod:`linest.sampling.interleave`).
+    exact_every: int = eqx.field(static=True, default=0)
 
     #: Extra per-draw statistics this kernel records (the driver stores them).
-    record_stats: ClassVar[tuple[str, ...]] = ("second_stage_acceptance",)
+    record_stats: ClassVar[tuple[str, ...]] = ("second_stage_acceptance", "exact_transition")
 
     def warmup(self, key, position):
         surrogate_kernel = eqx.tree_at(lambda k: k.logdensity, self, self.surrogate)
@@ -67,7 +71,7 @@ class DelayedAcceptance(WindowAdapted):
     def run_block(self, key, position, logdensity, grad, step_size, inverse_mass, start, extra):
         from blackjax.mcmc.hmc import HMCState
 
-        def step(carry, i):
+        def surrogate_step(carry, i):
             state, exact = carry
             draw_key = jax.random.fold_in(key, start + i)
             first_key, accept_key, jitter_key = jax.random.split(draw_key, 3)
@@ -104,8 +108,20 @@ class DelayedAcceptance(WindowAdapted):
                 "n_steps": info.num_integration_steps,
                 "tree_depth": depth,
                 "second_stage_acceptance": probability,
+                "exact_transition": jnp.zeros((), bool),
             }
             return (state, exact), record
+
+        def exact_step(carry, i):
+            state, _ = carry
+            draw_key = jax.random.fold_in(key, start + i)
+            args = (draw_key, state.position, step_size, inverse_mass)
+            position, lp, record = exact_nuts(self.logdensity, self.max_tree_depth, *args)
+            value, gradient = jax.value_and_grad(self.surrogate)(position)
+            record["second_stage_acceptance"] = jnp.nan  # no second stage
+            return (HMCState(position, value, gradient), lp), record
+
+        step = schedule(self.exact_every, surrogate_step, exact_step)
 
         state = HMCState(position, extra["surrogate_logdensity"], grad)
         (state, exact), records = jax.lax.scan(step, (state, logdensity), jnp.arange(self.block))

@@ -83,6 +83,7 @@ def sample(
     chain_range: tuple[int, int] | None = None,
     surrogate=None,
     dense_mass: bool = False,
+    exact_every: int = 0,
 ):
     """Posterior draws of ``model``'s parameters given ``data`` and ``prior``.
 
@@ -132,6 +133,14 @@ def sample(
         ends (:mod:`linest.sampling.trajectory`). Either way the draws stay exact and the
         exact gradient is never evaluated. ``Laplace`` and ``Affine`` are built from the
         fit: they need ``init="mle"``.
+    exact_every : with a surrogate, make every ``exact_every``-th draw an exact-gradient
+        NUTS transition (0: never). A surrogate lighter-tailed than the posterior (a
+        Gaussian where the likelihood has a plateau, as for a rate whose data allow 0)
+        leaves the chain exact but not geometrically ergodic: it reaches the tail rarely
+        and sticks there, and its means are biased towards the fit at any practical length
+        (the tail warning after sampling says so). The exact transitions bound the stuck
+        spells, at the cost of an exact NUTS draw every ``exact_every``
+        (:mod:`linest.sampling.interleave`).
     dense_mass : adapt a dense mass matrix (blackjax's window adaptation; NUTS and HMC)
         instead of a diagonal one, for correlated posteriors
     devices : JAX devices for the chains (default all); chains are split evenly over
@@ -258,6 +267,13 @@ def sample(
                 f"sample: the surrogate {surrogate.name()!r} is built from the fit: pass "
                 "init='mle' (--init mle)"
             )
+    if exact_every and surrogate is None:
+        raise SamplingError(
+            "sample: exact_every mixes exact NUTS draws into a surrogate kernel's; it needs "
+            "a surrogate"
+        )
+    if not isinstance(exact_every, (int, np.integer)) or exact_every < 0:
+        raise SamplingError(f"sample: exact_every must be an integer >= 0; got {exact_every!r}")
     if dense_mass and kernel not in ("nuts", "hmc"):
         raise SamplingError(
             f"sample: dense_mass is for kernel='nuts' or 'hmc' (window adaptation); "
@@ -295,6 +311,7 @@ def sample(
         init=init_mode,
         surrogate="" if surrogate is None else surrogate.name(),
         dense_mass=bool(dense_mass),
+        exact_every=int(exact_every),
     )
 
     records, checkpoint, attrs = None, None, {}
@@ -332,6 +349,7 @@ def sample(
             num_integration_steps=int(num_integration_steps),
             dense_mass=bool(dense_mass),
             surrogate=cheap,
+            exact_every=int(exact_every),
         )
     elif cheap is not None:
         sampler = DelayedAcceptance(
@@ -340,6 +358,7 @@ def sample(
             num_integration_steps=int(num_integration_steps),
             dense_mass=bool(dense_mass),
             surrogate=cheap,
+            exact_every=int(exact_every),
         )
     elif KERNEL_CLASSES[kernel] is WindowAdapted:
         sampler = WindowAdapted(

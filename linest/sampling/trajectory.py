@@ -38,10 +38,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from linest.sampling.interleave import exact_nuts, schedule
 from linest.sampling.nuts import WindowAdapted
 
 __all__ = ["SurrogateTrajectory"]
@@ -65,9 +67,11 @@ class SurrogateTrajectory(WindowAdapted):
     gradient (``grad``); the surrogate's log density is in ``extra``."""
 
     surrogate: Callable = None  # type: ignore[assignment]
+    #: Every ``exact_every``-th draw is an exact-gradient NUTS transition instead (0: never).
+    exact_every: int = eqx.field(static=True, default=0)
 
     #: Extra per-draw statistics this kernel records (the driver stores them).
-    record_stats: ClassVar[tuple[str, ...]] = ("surrogate_acceptance",)
+    record_stats: ClassVar[tuple[str, ...]] = ("surrogate_acceptance", "exact_transition")
 
     def warmup(self, key, position):
         # With the trajectory length left to the step size, NUTS adapts it (to the same
@@ -92,7 +96,7 @@ class SurrogateTrajectory(WindowAdapted):
         else:  # a quarter period of a Gaussian whose covariance the mass matrix matches
             steps = jnp.maximum(1, jnp.ceil(QUARTER_PERIOD / step_size)).astype(jnp.int32)
 
-        def step(carry, i):
+        def surrogate_step(carry, i):
             state, exact = carry
             draw_key = jax.random.fold_in(key, start + i)
             momentum_key, accept_key, jitter_key = jax.random.split(draw_key, 3)
@@ -121,9 +125,21 @@ class SurrogateTrajectory(WindowAdapted):
                 "n_steps": steps,
                 "tree_depth": jnp.zeros((), jnp.int32),
                 "surrogate_acceptance": jnp.minimum(1.0, jnp.exp(surrogate_ratio)),
+                "exact_transition": jnp.zeros((), bool),
             }
             return (new, exact), record
 
+        def exact_step(carry, i):
+            state, _ = carry
+            draw_key = jax.random.fold_in(key, start + i)
+            args = (draw_key, state.position, step_size, inverse_mass)
+            position, lp, record = exact_nuts(self.logdensity, self.max_tree_depth, *args)
+            value, gradient = jax.value_and_grad(self.surrogate)(position)
+            record["surrogate_acceptance"] = jnp.nan  # no surrogate trajectory
+            moved = integrators.IntegratorState(position, state.momentum, value, gradient)
+            return (moved, lp), record
+
+        step = schedule(self.exact_every, surrogate_step, exact_step)
         state = integrators.IntegratorState(
             position, jnp.zeros_like(position), extra["surrogate_logdensity"], grad
         )
