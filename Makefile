@@ -31,16 +31,21 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 # the wall time of one after the other); the second one's output follows the first's.
 TESTS_1 = tests/gradients $(filter-out tests/test_delayed.py,$(wildcard tests/test_*.py)) tests/models/test_advection_diffusion.py tests/models/test_ctmc.py
 TESTS_2 = $(filter-out $(TESTS_1),$(wildcard tests/models/test_*.py)) tests/test_delayed.py
-test: $(VENV)/.installed-test
-	@log=$$(mktemp); \
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_2) > $$log 2>&1 & pid=$$!; \
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(TESTS_1); first=$$?; \
-	wait $$pid; second=$$?; cat $$log; rm -f $$log; \
-	test $$first -eq 0 && test $$second -eq 0
+# Each process lists its 10 slowest tests (the default run must stay under 10 minutes).
+PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider --durations=10
+define side_by_side
+@log=$$(mktemp); \
+$(PYTEST) $(1) $(TESTS_2) > $$log 2>&1 & pid=$$!; \
+$(PYTEST) $(1) $(TESTS_1); first=$$?; \
+wait $$pid; second=$$?; cat $$log; rm -f $$log; \
+test $$first -eq 0 && test $$second -eq 0
+endef
 
-test-slow: $(VENV)/.installed-test  # two processes, for the same reason as test
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(TESTS_1)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(TESTS_2)
+test: $(VENV)/.installed-test
+	$(call side_by_side,)
+
+test-slow: $(VENV)/.installed-test  # two processes side by side, for the same reason as test
+	$(call side_by_side,-m slow)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check linest tests benchmarks examples

@@ -132,6 +132,7 @@ def _sample(args) -> int:
             surrogate=args.surrogate,
             dense_mass=args.dense_mass,
             exact_every=args.exact_every,
+            target_acceptance=args.target_acceptance,
         )
     print(f"{spec.path}: {chains.source}")
     print(summarize(tree))
@@ -324,6 +325,13 @@ def main(argv=None) -> int:
         metavar="K",
         help="with --surrogate: every K-th draw an exact NUTS transition (for "
         "surrogates lighter-tailed than the posterior; see the tail warning)",
+    )
+    draw.add_argument(
+        "--target-acceptance",
+        type=float,
+        metavar="A",
+        help="the warm-up's target acceptance (default 0.8 for nuts and hmc); raise it (0.9, "
+        "0.95) when the summary reports divergent transitions",
     )
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--out", metavar="PATH.nc", help="netCDF output, written after every block")

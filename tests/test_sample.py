@@ -1,6 +1,7 @@
 """linest.sample: closed-form posteriors, sharding, resume after SIGKILL, bad input."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -413,3 +414,29 @@ def test_summary_groups_a_prior_shared_by_many_parameters():
         _short_prior(text) == "q(1-2) ... q(7-8) (7 parameters) ~ gamma(0.5, 1); b ~ normal(0, 1)"
     )
     assert _short_prior("a ~ normal(0, 1); c ~ normal(0, 1)") == "a, c ~ normal(0, 1)"
+
+
+def test_divergence_warning_says_where_the_divergent_draws_sit():
+    """The parameter whose mean over the divergent draws is farthest from its posterior
+    mean, and the side: the steep side of a skewed posterior (a skewed log-rate's draws,
+    divergent at its top)."""
+    from linest.sampling.diagnostics import diagnose
+
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal((4, 300, 3))
+    theta[..., 2] = -rng.gamma(2.0, 1.0, (4, 300))  # a long lower tail, a wall above
+    diverging = np.zeros((4, 300), bool)
+    top = np.argsort(theta[..., 2].ravel())[-3:]  # the three highest draws of c
+    diverging.ravel()[top] = True
+    tree = az.from_dict(
+        {
+            "posterior": {"theta": theta},
+            "sample_stats": {"diverging": diverging, "tree_depth": np.ones((4, 300), int)},
+        },
+        dims={"theta": ["param"]},
+        coords={"param": ["a", "b", "c"]},
+    )
+    (note,) = [n for n in diagnose(tree) if "divergent" in n]
+    assert note.startswith("3 divergent transition(s)")
+    assert re.search(r"sit 1\.\d sd above the posterior mean of c on average", note), note
+    assert "--target-acceptance 0.9" in note

@@ -53,11 +53,12 @@ def diagnose(tree, max_tree_depth=None, boundary=None) -> list[str]:
             f"ESS_bulk below {100 * num_chains} (100 per chain) for {names}: estimates of "
             "posterior quantiles are unreliable; run longer"
         )
-    divergent = int(np.asarray(stats["diverging"]).sum())
-    if divergent:
+    diverging = np.asarray(stats["diverging"], bool)
+    if diverging.any():
         notes.append(
-            f"{divergent} divergent transition(s): the sampler missed part of the posterior; "
-            "raise target_acceptance or reparametrise"
+            f"{int(diverging.sum())} divergent transition(s): the sampler missed part of the "
+            f"posterior{_where_divergent(tree, diverging)}; raise target_acceptance "
+            "(--target-acceptance 0.9) or reparametrise"
         )
     tail = tail_acceptance(tree)
     if tail is not None:
@@ -70,6 +71,27 @@ def diagnose(tree, max_tree_depth=None, boundary=None) -> list[str]:
                 "trajectories were cut short (a poor surrogate gradient shows this way)"
             )
     return notes
+
+
+def _where_divergent(tree, diverging) -> str:
+    """Where the divergent draws sit: the parameter whose mean over them is farthest from
+    its posterior mean (in posterior standard deviations), and on which side. A divergence
+    is a region stiffer than the adapted step size: for a log-rate, usually the wall where
+    its likelihood falls steeply (a rate the data bound from above)."""
+    theta = np.asarray(tree["posterior"]["theta"], float)
+    flat = theta.reshape(-1, theta.shape[-1])
+    sd = flat.std(axis=0)
+    if flat.shape[0] < 20 or not np.all(np.isfinite(sd)):
+        return ""
+    shift = np.mean((theta[diverging] - flat.mean(axis=0)) / np.where(sd > 0, sd, np.inf), 0)
+    index = int(np.argmax(np.abs(shift)))
+    name = tree["posterior"]["theta"].coords["param"].values[index]
+    side = "above" if shift[index] > 0 else "below"
+    return (
+        f" (the divergent draws sit {abs(shift[index]):.1f} sd {side} the posterior mean of "
+        f"{name} on average: a region stiffer than the adapted step, such as the steep side "
+        "of a skewed posterior)"
+    )
 
 
 #: The tail check's share of draws at each end of every parameter, and the ratio of the
