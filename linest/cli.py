@@ -26,6 +26,30 @@ from pathlib import Path
 
 from linest._io import OutputError, atomic_write, check_output
 
+#: Exit codes (the README's table): 0 done; 1 bad input (spec, data, prior or option: the
+#: message names the file and field); 2 a fit ran but did not converge (its optimality
+#: check failed); 3 an output cannot be written (or would replace something it must
+#: not); 70 an internal error (a traceback, to report); 130 and 143 stopped by SIGINT
+#: (Ctrl-C) and SIGTERM, with what was kept said.
+EXIT_OK, EXIT_INPUT, EXIT_NOT_CONVERGED, EXIT_OUTPUT = 0, 1, 2, 3
+EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM = 70, 130, 143
+
+
+class UsageError(ValueError):
+    """A command-line option with a value linest cannot use; the message names it."""
+
+
+def _gradient_option(name: str):
+    """``--gradient NAME`` as an engine method (None: the model's default)."""
+    import linest
+
+    if name == "default":
+        return None
+    try:
+        return linest.gradient_from_string(name)
+    except ValueError as error:
+        raise UsageError(f"--gradient {name}: {error}") from None
+
 
 def _enable_compilation_cache() -> None:
     """Reuse work across processes (most of a run's start-up): XLA's compiled programs
@@ -60,7 +84,7 @@ def _fit(args) -> int:
     if args.covariates is not None:
         names = [c for item in args.covariates for c in item.split(",") if c]
         spec = spec.with_covariates(names)
-    gradient = None if args.gradient == "default" else linest.gradient_from_string(args.gradient)
+    gradient = _gradient_option(args.gradient)
     outputs = [(option, value) for option, value in (("--json", args.json), ("--plot", args.plot))]
     _check_outputs(outputs, spec, args.overwrite)
     chains = spec.read_data()
@@ -85,7 +109,6 @@ def _fit(args) -> int:
 
 
 def _sample(args) -> int:
-    import linest
     from linest.sampling import SamplingWarning, sample, summarize
     from linest.spec import load_spec
 
@@ -101,7 +124,7 @@ def _sample(args) -> int:
             file=sys.stderr,
         )
         return 1
-    gradient = None if args.gradient == "default" else linest.gradient_from_string(args.gradient)
+    gradient = _gradient_option(args.gradient)
     if args.resume and not args.out:
         raise OutputError("--resume needs --out (the file of the run to continue)")
     outputs = [("--out", args.out)]
@@ -182,6 +205,11 @@ def _compare(args) -> int:
             _check_outputs([("--out", out / name) for name in REPORT_FILES], spec, args.overwrite)
     data = spec.read_data()
     methods = CANDIDATES if not args.methods else [m.strip() for m in args.methods.split(",")]
+    for method in methods:
+        try:
+            _gradient_option(method)
+        except UsageError as error:
+            raise UsageError(f"--methods: {str(error).removeprefix('--gradient ')}") from None
     prior = _prior(spec) if spec.priors else None
     truth = None
     if args.truth:
@@ -189,8 +217,8 @@ def _compare(args) -> int:
 
         try:
             truth = truth_theta(spec.model, json.loads(Path(args.truth).read_text()), args.truth)
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"--truth {args.truth}: {error}") from None
+        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError too
+            raise UsageError(f"--truth {args.truth}: {error}") from None
     report = compare_model(
         spec.model,
         data,
@@ -385,16 +413,44 @@ def main(argv=None) -> int:
         if args.command == "join":
             return _join(args)
         return _fit(args) if args.command == "fit" else _sample(args)
-    except (DataError, SpecError, PriorError, SamplingError, OutputError) as error:
+    except OutputError as error:
         print(f"linest: error: {error}", file=sys.stderr)
-        return 1
-    except ValueError as error:  # a bad --gradient name and similar user mistakes
+        return EXIT_OUTPUT
+    except (DataError, SpecError, PriorError, SamplingError, UsageError) as error:
         print(f"linest: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     except (KeyboardInterrupt, Terminated) as stop:
         name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT (Ctrl-C)"
         print(f"\nlinest: stopped by {name}; {_kept(args)}", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_SIGINT
+    except FloatingPointError as error:  # the fit's start or a check of its numerics
+        print(
+            f"linest: error: {error} (the data may hold values linest cannot compute with, "
+            "or the model may not suit them)",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    except MemoryError:
+        print(
+            "linest: error: out of memory; use fewer chains (--chains), a coarser grid, or a "
+            "machine with more memory",
+            file=sys.stderr,
+        )
+        return EXIT_INPUT
+    except OSError as error:  # a file the command had checked, changed under it
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"linest: error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print(
+            "linest: internal error (a defect in linest, not in your input): please report it "
+            "with the command line and the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -35,37 +37,96 @@ class DataWarning(UserWarning):
     """Data that is usable but partly ignored (e.g. a subject seen once)."""
 
 
-def csv_time(where: str, column: str, text) -> float:
-    """A time cell of a CSV row: a finite number >= 0, else a DataError naming the place."""
+#: The largest magnitude a data value may have. Beyond it squares and exponentials of the
+#: values overflow float64: a count, concentration or observation of 1e308 gave an
+#: OverflowError or a log-likelihood of inf with no row named. Rescale such a column.
+LARGEST = 1e150
+
+#: Integers above this (2^53) are not all representable in float64: counts must stay below.
+LARGEST_COUNT = 2.0**53
+
+
+def csv_number(
+    where: str, column: str, text, *, minimum: float | None = None, integer: bool = False
+) -> float:
+    """A numeric cell of a CSV row: finite, at most :data:`LARGEST` in magnitude, ``>=
+    minimum`` when given, a whole number when ``integer`` (then below 2^53); else a
+    DataError naming the place and the rule."""
     try:
-        t = float(text)
+        value = float(text)
     except (TypeError, ValueError):
         raise DataError(f"{where}: {column} = {text!r} is not a number") from None
-    if not np.isfinite(t) or t < 0:
-        raise DataError(f"{where}: {column} = {text!r} must be finite and >= 0")
-    return t
+    if not math.isfinite(value):
+        raise DataError(f"{where}: {column} = {text!r} is not finite")
+    if abs(value) > LARGEST:
+        raise DataError(
+            f"{where}: {column} = {text!r} is too large to compute with (|value| > {LARGEST:g});"
+            " rescale the column"
+        )
+    if minimum is not None and value < minimum:
+        raise DataError(f"{where}: {column} = {text!r} must be >= {minimum:g}")
+    if integer and (value != int(value) or value > LARGEST_COUNT):
+        raise DataError(f"{where}: {column} = {text!r} must be a whole number below 2^53")
+    return value
+
+
+def csv_time(where: str, column: str, text) -> float:
+    """A time cell of a CSV row: a finite number >= 0 (at most :data:`LARGEST`), else a
+    DataError naming the place."""
+    return csv_number(where, column, text, minimum=0.0)
+
+
+def input_file(source, what: str = "") -> Path:
+    """``source`` as a path to a readable regular file, else a :class:`DataError` naming it
+    (missing, a directory, unreadable); ``what`` says which input it is."""
+    path = Path(source)
+    label = f" ({what})" if what else ""
+    if not path.exists():
+        raise DataError(f"{path}: no such file{label}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, not a data file{label}")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot be read (permission denied){label}")
+    return path
+
+
+def read_text(path) -> str:
+    """A text file's contents, UTF-8 with or without a byte-order mark (the one encoding
+    every reader takes); anything else is a :class:`DataError` saying what it looks like."""
+    raw = Path(path).read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: is UTF-16 text; save it as UTF-8 (CSV UTF-8 in a spreadsheet)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        kind = "binary data" if b"\x00" in raw[:4096] else "text in another encoding (Latin-1?)"
+        raise DataError(
+            f"{path}, line {line}: not UTF-8 (byte {raw[error.start]:#04x} at offset "
+            f"{error.start}): it looks like {kind}; save it as UTF-8"
+        ) from None
 
 
 def csv_rows(source, required: Sequence[str], what: str = "", hint: str = ""):
     """The rows of a CSV file as ``(line, where, row)``: the line number (the header is
     line 1), ``where`` naming the file and line for error messages, the row as a dict.
-    A missing file or a missing required column is a :class:`DataError` (``what`` names
-    the table, ``hint`` says how to fix it).
+    A missing file, a directory, a file not in UTF-8 or a missing required column is a
+    :class:`DataError` (``what`` names the table, ``hint`` says how to fix it).
     """
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such file{f' ({what})' if what else ''}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {missing}; the header has {header}"
-                + (f" ({hint})" if hint else "")
-            )
+    path = input_file(source, what)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; the header has {header}"
+            + (f" ({hint})" if hint else "")
+        )
+    try:
         for number, row in enumerate(reader, start=2):
             yield number, f"{path}, line {number}", {k: v for k, v in row.items() if k is not None}
+    except csv.Error as error:
+        raise DataError(f"{path}, line {reader.line_num}: not valid CSV ({error})") from None
 
 
 def state_key(value) -> str:
@@ -330,8 +391,16 @@ def read_count_matrix(source, lag: float = 1.0) -> Chains:
             f"{extra_columns}); the first column holds the 'from' states, the header the 'to' "
             "states"
         )
-    if not (isinstance(lag, (int, float)) and lag > 0 and np.isfinite(lag)):
-        raise DataError(f"{name}: the lag must be a positive number; got {lag!r}")
+    if not (
+        isinstance(lag, (int, float))
+        and not isinstance(lag, bool)
+        and 0 < lag <= LARGEST
+        and np.isfinite(lag)
+    ):
+        raise DataError(
+            f"{name}: the lag (data.lag) must be a positive number, at most {LARGEST:g}; "
+            f"got {lag!r}"
+        )
     counts = np.zeros((len(rows), len(columns)))
     for j, column in enumerate(frame.columns[1:]):
         values = np.asarray(pd.to_numeric(frame[column], errors="coerce"), dtype=float)
@@ -343,6 +412,8 @@ def read_count_matrix(source, lag: float = 1.0) -> Chains:
                 raise DataError(f"{where}: {v:g} is not a non-negative whole number")
         counts[:, j] = values
     keep = [(i, j) for i in range(len(rows)) for j in range(len(columns)) if counts[i, j] > 0]
+    if not keep:
+        raise DataError(f"{name}: every count is 0: the table observes no transitions")
     return Chains(
         kind="counts",
         source=name,
@@ -362,12 +433,10 @@ def _load(source) -> tuple[pd.DataFrame, str, int | None]:
         if len(source) == 0:
             raise DataError("the DataFrame has no rows")
         return source, "DataFrame", None
-    path = os.fspath(source)
+    path = os.fspath(input_file(source))
     name = os.path.basename(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file")
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        frame = pd.read_csv(io.StringIO(read_text(path)), skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -412,5 +481,12 @@ def _numeric(frame, name, lines, column) -> np.ndarray:
         raise DataError(
             f"{name} {lines[i]}: column '{column}' holds {frame[column].iloc[i]!r}, "
             "not a finite number"
+        )
+    huge = np.flatnonzero(np.abs(values) > LARGEST)
+    if huge.size:
+        i = huge[0]
+        raise DataError(
+            f"{name} {lines[i]}: column '{column}' holds {values[i]:g}, too large "
+            f"to compute with (|value| > {LARGEST:g}); rescale the column"
         )
     return values

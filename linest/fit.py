@@ -301,8 +301,13 @@ def fit(
         else:
             gain = np.inf
         scale = _tolerance_scale(loglik)
-        ok = bool(np.isfinite(loglik)) and (
-            gain <= tol * scale or float(np.max(np.abs(g), initial=0.0)) <= gtol * scale
+        # A maximum: the gradient (or the Newton step's gain) small, and the information
+        # positive definite (a strict maximum: else the data leave a direction flat, and the
+        # point is one of many).
+        ok = (
+            bool(np.isfinite(loglik))
+            and bool(np.all(np.isfinite(sub)))
+            and (gain <= tol * scale or float(np.max(np.abs(g), initial=0.0)) <= gtol * scale)
         )
         return float(loglik), exact_grad, covariance, condition, problems, gain, ok
 
@@ -374,7 +379,14 @@ def fit(
                     )
     seconds = time.perf_counter() - start
     gradient_norm = float(np.max(np.abs(exact_grad), initial=0.0))
-    if not converged:
+    if not converged and not np.isfinite(gain) and np.isfinite(loglik):
+        notes.append(
+            f"not converged: the optimiser stopped ({message}) with max |gradient| "
+            f"{gradient_norm:.3g}, but the observed information is not positive definite: the "
+            "data do not identify the model (a flat direction, below), so this point is one "
+            "of many as good; more data, fewer parameters or a constraint are needed"
+        )
+    elif not converged:
         notes.append(
             f"the optimiser stopped ({message}) where a Newton step would still gain "
             f"{gain:.3g} in log-likelihood (max |gradient| {gradient_norm:.3g}): not at a "

@@ -217,7 +217,10 @@ class Profiler:
             state["start"] = values
             return value - target
 
-        root = scipy.optimize.brentq(f, inner, outer, xtol=1e-6, full_output=False)
+        try:
+            root = scipy.optimize.brentq(f, inner, outer, xtol=1e-6, full_output=False)
+        except ValueError:  # no sign change: the profile at ``inner`` is below the level too
+            return math.nan  # (the fit is not at the maximum: its check says so)
         return float(root)  # type: ignore[arg-type]  (a float without full_output)
 
     def interval(self, index: int, level: float = 0.95) -> tuple[float, float, str]:
@@ -273,6 +276,8 @@ class Profiler:
         # failure; an infinite upper end always is.
         lower_ok = np.isfinite(ends[0]) or (rate and ends[0] == -math.inf)
         kind = "profile" if lower_ok and np.isfinite(ends[1]) else "profile: unbounded"
+        if any(math.isnan(end) for end in ends):
+            kind = "profile: not found (the profile never crossed its level: no maximum here)"
         return ends[0], ends[1], kind
 
     def table(self, indices=None, level: float = 0.95) -> pd.DataFrame:

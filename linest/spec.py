@@ -37,8 +37,17 @@ class Spec:
         return tuple(files)
 
     def read_data(self):
-        """Read the data file the spec names, as the model reads it."""
-        return self.model.read_data(**self.data)
+        """Read the data file the spec names, as the model reads it. A reading option the
+        reader refuses (a ValueError that is not the data's) is a :class:`SpecError` naming
+        this file's [data] table."""
+        from linest.data import DataError
+
+        try:
+            return self.model.read_data(**self.data)
+        except DataError:
+            raise
+        except ValueError as error:
+            raise SpecError(f"{self.path}: [data]: {error}") from None
 
     def with_covariates(self, covariates) -> Spec:
         if not hasattr(self.model, "with_covariates"):
@@ -53,9 +62,18 @@ def load_spec(path) -> Spec:
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: no such file")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory; give a model specification file (.toml)")
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
+        text = path.read_bytes().decode("utf-8-sig")
+    except PermissionError:
+        raise SpecError(f"{path}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte at offset {error.start}); a spec file is TOML in UTF-8"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML ({error})") from None
     unknown = set(raw) - {"model", "data", "priors", "constraints"}
@@ -70,7 +88,7 @@ def load_spec(path) -> Spec:
         raise SpecError(f"{path}: [priors] must be a table")
 
     kind = model_table.get("type", "ctmc")  # files written before other kinds existed
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise SpecError(
             f"{path}: model.type = {kind!r}; expected one of {', '.join(sorted(KINDS))}"
         )
@@ -92,20 +110,17 @@ def load_spec(path) -> Spec:
         raise SpecError(f"{path}: data.file is required (a path relative to the spec file)")
     numeric = getattr(cls, "numeric_data_keys", ())
     for key, value in data_table.items():
-        if key in numeric and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if key in numeric:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{path}: data.{key} must be a number, got {value!r}")
             continue
         if not isinstance(value, str):
             raise SpecError(f"{path}: data.{key} must be a string, got {value!r}")
-    source = (path.parent / data_table["file"]).resolve()
-    if not source.exists():
-        raise SpecError(f"{path}: data.file = {data_table['file']!r}: {source}: no such file")
+    source = _input(path, "file", data_table["file"])
     data = {k: v for k, v in data_table.items() if k != "file"} | {"source": source}
     for key in getattr(cls, "file_data_keys", ()):  # further files, relative to the spec too
         if key in data:
-            other = (path.parent / data[key]).resolve()
-            if not other.exists():
-                raise SpecError(f"{path}: data.{key} = {data[key]!r}: {other}: no such file")
-            data[key] = other
+            data[key] = _input(path, key, str(data[key]))
     return Spec(path=path, model=model, data=data, priors=priors)
 
 
@@ -127,6 +142,18 @@ def _constrain(model, table, path):
         raise SpecError(
             f"{path}: [constraints]: {str(error).removeprefix('Constrained: ')}"
         ) from None
+
+
+def _input(path: Path, key: str, value: str) -> Path:
+    """``data.<key>``, a file relative to the spec: it must exist and be a file."""
+    if not value.strip():
+        raise SpecError(f"{path}: data.{key} is empty; give a path relative to the spec file")
+    source = (path.parent / value).resolve()
+    if not source.exists():
+        raise SpecError(f"{path}: data.{key} = {value!r}: {source}: no such file")
+    if not source.is_file():
+        raise SpecError(f"{path}: data.{key} = {value!r}: {source} is a directory, not a file")
+    return source
 
 
 def _table(raw, name, path) -> dict:

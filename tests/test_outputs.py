@@ -79,7 +79,7 @@ def test_bad_outputs_are_refused_before_work_and_change_nothing(
     spec.write_text(SPEC + "[priors]\nlog_rate = { normal = [0.0, 1.0] }\n")
     before = _contents(project)
     argv = [a.format(spec=spec, dir=project) for a in argv]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 3
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert err.startswith("linest: error: ")
@@ -90,7 +90,7 @@ def test_bad_outputs_are_refused_before_work_and_change_nothing(
 def test_fit_json_replaces_only_with_overwrite(project, capsys):
     out = project / "fit.json"
     out.write_text("precious")
-    assert cli.main(["fit", str(project / "spec.toml"), "--json", str(out)]) == 1
+    assert cli.main(["fit", str(project / "spec.toml"), "--json", str(out)]) == 3
     assert out.read_text() == "precious"
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(["fit", str(project / "spec.toml"), "--json", str(out), "--overwrite"]) == 0

@@ -670,7 +670,7 @@ class CTMC(AbstractLinearModel):
                     f"{source}: data.{sorted(unknown)[0]} does not apply to a count matrix "
                     '(kind = "matrix" takes lag only)'
                 )
-            return read_count_matrix(source, lag=float(columns.get("lag", 1.0)))
+            return read_count_matrix(source, lag=columns.get("lag", 1.0))
         if "from" in columns:
             columns["state_from"] = columns.pop("from")
         if "to" in columns:

@@ -32,6 +32,7 @@ distinct (covariate pattern, time step) cells, with the engine's gradient method
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -247,7 +248,12 @@ class HiddenCTMC(AbstractLinearModel):
         if initial is None:
             initial = (1.0,) + (0.0,) * (n - 1)
         initial = tuple(float(x) for x in initial)
-        if len(initial) != n or min(initial) < 0 or abs(sum(initial) - 1) > 1e-9:
+        if (
+            len(initial) != n
+            or not all(math.isfinite(x) for x in initial)
+            or min(initial) < 0
+            or abs(sum(initial) - 1) > 1e-9
+        ):
             raise ValueError(
                 f"{caller}: initial must hold {n} probabilities summing to 1, got {list(initial)!r}"
             )

@@ -55,9 +55,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 from jax.scipy.special import gammaln
 
-from linest.data import DataError, csv_rows, csv_time
+from linest.data import DataError, csv_number, csv_rows, csv_time
 from linest.engine import propagate
 from linest.gradients import Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -218,20 +219,10 @@ def read_series(
             if text in ("", "NA", "nan", "NaN"):
                 out.append(np.nan)
                 continue
-            try:
-                out.append(float(text))
-            except ValueError:
-                raise DataError(f"{where}: {column} = {text!r} is not a number") from None
-            if not math.isfinite(out[-1]):
-                raise DataError(f"{where}: {column} = {text!r} is not finite")
+            out.append(csv_number(where, column, text))
         if dose:
             text = (row[dose] or "").strip()
-            try:
-                amount = float(text)
-            except ValueError:
-                raise DataError(f"{where}: {dose} = {text!r} is not a number") from None
-            if not math.isfinite(amount) or amount < 0:
-                raise DataError(f"{where}: {dose} = {text!r} must be a non-negative number")
+            amount = csv_number(where, dose, text, minimum=0.0)
             if label in doses_at_zero and doses_at_zero[label] != amount:
                 raise DataError(
                     f"{where}: {dose} = {amount:g} differs from {doses_at_zero[label]:g} "
@@ -245,6 +236,10 @@ def read_series(
         lines.append(number)
     if not times:
         raise DataError(f"{path}: no rows")
+    if np.all(np.isnan(np.asarray(rows, float))):
+        raise DataError(
+            f"{path}: every value of {', '.join(values)} is missing: there is nothing to fit"
+        )
     events = ()
     if doses is not None:
         events = read_doses(doses, time=time, subject=subject)
@@ -253,12 +248,15 @@ def read_series(
             raise DataError(
                 f"{unknown[0].where}: subject {unknown[0].subject!r} has no observations in {path}"
             )
+    # One policy with the chain readers: a subject's rows need not be contiguous; they
+    # are grouped by subject (in order of first appearance), each in its file order.
+    order = np.argsort(pd.factorize(np.asarray(subjects))[0], kind="stable")
     return Series(
-        subject=np.asarray(subjects),
-        time=np.asarray(times),
-        value=np.asarray(rows, float),
+        subject=np.asarray(subjects)[order],
+        time=np.asarray(times)[order],
+        value=np.asarray(rows, float)[order],
         dose=doses_at_zero,
-        line=np.asarray(lines),
+        line=np.asarray(lines)[order],
         outputs=tuple(values),
         source=str(path),
         doses=events,

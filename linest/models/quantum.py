@@ -59,7 +59,7 @@ from jax.scipy.special import gammaln
 
 from linest._export import exported_jit
 from linest._io import atomic_write
-from linest.data import DataError, csv_rows, csv_time
+from linest.data import DataError, csv_number, csv_rows, csv_time
 from linest.engine import expm, propagate
 from linest.gradients import Adjoint, Eigen, Exact
 from linest.models.base import AbstractLinearModel
@@ -162,12 +162,7 @@ def read_counts(source, time: str = "time", site: str = "site", count: str = "co
             if s < 0:
                 raise DataError(f"{where}: {site} = {s} is negative")
         text = (row[count] or "").strip()
-        try:
-            value = float(text)
-        except ValueError:
-            raise DataError(f"{where}: {count} = {text!r} is not a number") from None
-        if not math.isfinite(value) or value < 0 or value != int(value):
-            raise DataError(f"{where}: {count} = {text!r} must be a non-negative integer")
+        value = csv_number(where, count, text, minimum=0.0, integer=True)
         if (t, s) in seen:
             raise DataError(
                 f"{where}: time {t:g}, site {label} already appears on line {seen[(t, s)]}"

@@ -591,6 +591,11 @@ class LinearSSM(AbstractLinearModel):
             raise ValueError(
                 f"{where}: model.observe must be a list of rows of numbers; got {observe!r}"
             )
+        if len({len(row) for row in observe}) > 1:
+            raise ValueError(
+                f"{where}: model.observe must be a matrix, every row of the same length (one "
+                f"number per state); the rows have {[len(row) for row in observe]} numbers"
+            )
         process_noise = table.get("process_noise", True)
         if not isinstance(process_noise, bool):
             raise ValueError(f"{where}: model.process_noise must be true or false")

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from linest._io import atomic_write
-from linest.data import DataError
+from linest.data import LARGEST, DataError
 from linest.models.advection_diffusion.operator import _AXIS_NAMES
 
 
@@ -124,7 +124,7 @@ def read_snapshots(
     times = np.asarray(dataset[time].values, float)
     if times.ndim != 1 or times.size == 0:
         fail(f"{time} must be a non-empty 1-D coordinate")
-    bad = np.flatnonzero(~np.isfinite(times) | (times <= 0))
+    bad = np.flatnonzero(~np.isfinite(times) | (times <= 0) | (times > LARGEST))
     if bad.size:
         fail(
             f"{time}[{bad[0]}] = {times[bad[0]]}: snapshot times must be > 0 (the initial "
@@ -142,6 +142,18 @@ def read_snapshots(
         if bad.size:
             where = ", ".join(f"{d}={i}" for d, i in zip(dim_names, bad[0]))
             fail(f"{label} has a non-finite value ({array[tuple(bad[0])]}) at {where}")
+        huge = np.argwhere(np.abs(array) > LARGEST)
+        if huge.size:
+            where = ", ".join(f"{d}={i}" for d, i in zip(dim_names, huge[0]))
+            fail(
+                f"{label} = {array[tuple(huge[0])]:g} at {where} is too large to compute with "
+                f"(|value| > {LARGEST:g}); rescale the field"
+            )
+    if np.ptp(data) == 0 and np.ptp(np.asarray(field.values, float)) == 0:
+        fail(
+            f"{initial} and {variable} are one constant value everywhere: a uniform field "
+            "neither moves nor spreads, so it cannot identify a velocity or a diffusivity"
+        )
     return Snapshots(
         times=times,
         values=data,

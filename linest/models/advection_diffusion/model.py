@@ -851,6 +851,10 @@ class AdvectionDiffusion(AbstractLinearModel):
         for key in ("rtol", "atol", "courant"):
             if key in table:
                 options[key] = float(number(key))
+                if not 0 < options[key] < math.inf:
+                    raise ValueError(
+                        f"{where}: model.{key} must be a positive number, got {table[key]!r}"
+                    )
         if "max_steps" in table:
             options["max_steps"] = int(number("max_steps", integer=True))
         try:
