@@ -47,10 +47,10 @@ LARGEST_COUNT = 2.0**53
 
 
 def csv_number(
-    where: str, column: str, text, *, minimum: float | None = None, integer: bool = False
+    where: str, column: str, text, *, nonnegative: bool = False, integer: bool = False
 ) -> float:
-    """A numeric cell of a CSV row: finite, at most :data:`LARGEST` in magnitude, ``>=
-    minimum`` when given, a whole number when ``integer`` (then below 2^53); else a
+    """A numeric cell of a CSV row: finite, at most :data:`LARGEST` in magnitude, >= 0
+    when ``nonnegative``, a whole number >= 0 below 2^53 when ``integer``; else a
     DataError naming the place and the rule."""
     try:
         value = float(text)
@@ -63,17 +63,23 @@ def csv_number(
             f"{where}: {column} = {text!r} is too large to compute with (|value| > {LARGEST:g});"
             " rescale the column"
         )
-    if minimum is not None and value < minimum:
-        raise DataError(f"{where}: {column} = {text!r} must be >= {minimum:g}")
-    if integer and (value != int(value) or value > LARGEST_COUNT):
-        raise DataError(f"{where}: {column} = {text!r} must be a whole number below 2^53")
+    if integer and (value < 0 or value != int(value) or value > LARGEST_COUNT):
+        raise DataError(f"{where}: {column} = {text!r} must be a non-negative integer (below 2^53)")
+    if nonnegative and value < 0:
+        raise DataError(f"{where}: {column} = {text!r} must be a non-negative number")
     return value
 
 
 def csv_time(where: str, column: str, text) -> float:
     """A time cell of a CSV row: a finite number >= 0 (at most :data:`LARGEST`), else a
     DataError naming the place."""
-    return csv_number(where, column, text, minimum=0.0)
+    try:
+        t = float(text)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {column} = {text!r} is not a number") from None
+    if not np.isfinite(t) or t < 0:
+        raise DataError(f"{where}: {column} = {text!r} must be finite and >= 0")
+    return csv_number(where, column, text)
 
 
 def input_file(source, what: str = "") -> Path:

@@ -395,6 +395,7 @@ def test_compartmental_flow_at_zero_equals_the_model_without_it():
     assert hits >= 1  # with kp = 0 true, about half the data sets put it there
 
 
+@pytest.mark.slow
 def test_rating_migrations_match_em_to_convergence():
     """Real data: S&P 2000 one-year rating migrations (R's ctmcd::tm_abs, shipped as
     data/ratings.csv with models/ratings.toml). ctmcd's EM run to a 1e-12 relative change

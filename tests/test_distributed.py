@@ -77,7 +77,7 @@ def test_chain_range_parts_join_to_the_whole_run(data, whole, tmp_path, capsys):
     joined = tmp_path / "joined.nc"
     assert main(["join", *map(str, parts), "--out", str(joined)]) == 0
     _same_draws(xr.open_datatree(joined, engine="h5netcdf"), whole)
-    assert main(["join", *map(str, parts), "--out", str(joined)]) == 1  # exists
+    assert main(["join", *map(str, parts), "--out", str(joined)]) == 3  # exists
     assert main(["join", str(parts[0]), str(tmp_path / "missing.nc"), "--out", "x.nc"]) == 1
     assert "missing.nc: cannot join, the file is not readable" in capsys.readouterr().err
     with pytest.raises(SamplingError, match="chain_range"):

@@ -22,8 +22,10 @@ SPEC = "[model]\nstates=[1,2]\ntransitions=['1-2','2-1']\n[data]\nfile='chains.c
 @pytest.fixture
 def project(tmp_path):
     """A spec and its data in a folder of their own (copies: the test may try to hurt them)."""
+    # Half the subjects start in each state, a quarter of them move: both rates identified.
+    rows = [(1 + i % 2, 2 - i % 2 if i % 8 < 2 else 1 + i % 2) for i in range(24)]
     (tmp_path / "chains.csv").write_text(
-        "subject,time,state\n" + "".join(f"{i},0,1\n{i},1,{1 + i % 2}\n" for i in range(20))
+        "subject,time,state\n" + "".join(f"{i},0,{a}\n{i},1,{b}\n" for i, (a, b) in enumerate(rows))
     )
     (tmp_path / "spec.toml").write_text(SPEC)
     return tmp_path

@@ -98,6 +98,7 @@ def test_sharded_chains_equal_vmapped_chains(paths):
     )
 
 
+@pytest.mark.slow
 @SHORT_RUN
 def test_block_size_does_not_change_the_draws(paths, tmp_path):
     _, chains = paths

@@ -222,7 +222,7 @@ def read_series(
             out.append(csv_number(where, column, text))
         if dose:
             text = (row[dose] or "").strip()
-            amount = csv_number(where, dose, text, minimum=0.0)
+            amount = csv_number(where, dose, text, nonnegative=True)
             if label in doses_at_zero and doses_at_zero[label] != amount:
                 raise DataError(
                     f"{where}: {dose} = {amount:g} differs from {doses_at_zero[label]:g} "

@@ -162,7 +162,7 @@ def read_counts(source, time: str = "time", site: str = "site", count: str = "co
             if s < 0:
                 raise DataError(f"{where}: {site} = {s} is negative")
         text = (row[count] or "").strip()
-        value = csv_number(where, count, text, minimum=0.0, integer=True)
+        value = csv_number(where, count, text, nonnegative=True, integer=True)
         if (t, s) in seen:
             raise DataError(
                 f"{where}: time {t:g}, site {label} already appears on line {seen[(t, s)]}"

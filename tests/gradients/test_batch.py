@@ -4,6 +4,7 @@ one member at a time."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import linest
 from linest.gradients._batch import batch_any
@@ -41,6 +42,7 @@ def test_batch_any_reduces_only_under_vmap():
     assert np.array_equal(jax.vmap(batch_any)(jnp.zeros(3, bool)), [False] * 3)
 
 
+@pytest.mark.slow
 def test_vmapped_fallback_equals_one_member_at_a_time(rng):
     """Before the batch-wide predicate, vmap's select gave the defective member a wrong
     gradient (off by 0.28 for expm_times, 0.41 for propagate), its value right."""

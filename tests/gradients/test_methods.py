@@ -63,6 +63,7 @@ def test_eigen_matches_scipy_where_well_conditioned(rng, family):
     assert rel(grad_of(M, G, linest.Eigen()), true_grad(M, G)) < 1e-10
 
 
+@pytest.mark.slow
 def test_eigen_structures_for_normal_matrices(rng):
     H = rng.standard_normal((D, D)) + 1j * rng.standard_normal((D, D))
     hermitian, skew = (H + H.conj().T) / 2, (H - H.conj().T) / 2

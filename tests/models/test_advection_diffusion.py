@@ -336,6 +336,7 @@ def test_sensor_data_fit(rng, tmp_path):
     assert np.all(np.abs((result.theta - truth) / result.se) < 4)
 
 
+@pytest.mark.slow
 def test_nuts_posterior_covers_the_truth():
     model = linest.AdvectionDiffusion((16, 16), velocity="constant")
     truth = model.theta(0.01, [0.2, -0.3], sigma=0.05)

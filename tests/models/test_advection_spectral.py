@@ -121,6 +121,7 @@ def test_the_reference_solver_is_exact_and_converged():
     assert np.abs(a - b).max() < 1e-11
 
 
+@pytest.mark.slow
 def test_variable_velocity_spectral_converges_faster_than_any_power():
     """The cellular flow (stream function on 4 x 4 Fourier nodes: exact) against the
     reference: the spectral error falls by > 100x per step of n = 16, 24, 32, 48 (it
@@ -226,6 +227,7 @@ def test_phi_functions_match_the_kassam_trefethen_contour():
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
+@pytest.mark.slow
 def test_exponential_is_fourth_order_and_exact_without_rest():
     n = 16
     rng = np.random.default_rng(5)
@@ -262,6 +264,7 @@ def test_exponential_is_fourth_order_and_exact_without_rest():
         pytest.param("upwind", "grid", marks=pytest.mark.slow),
     ],
 )
+@pytest.mark.slow
 def test_exponential_gradients_equal_central_differences(scheme, velocity):
     n = 12
     rng = np.random.default_rng(11)
@@ -279,6 +282,7 @@ def test_exponential_gradients_equal_central_differences(scheme, velocity):
     assert np.linalg.norm(grad - fd) / np.linalg.norm(fd) < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["spectral", pytest.param("central", marks=pytest.mark.slow)])
 def test_exponential_gradient_equals_the_fourier_exact_one_for_constant_coefficients(scheme):
     n = 16

@@ -67,6 +67,7 @@ def _subset(data: Series, subject: str) -> Series:
 # ----------------------------------------------------------------------------- R's nls
 
 
+@pytest.mark.slow
 def test_theophylline_matches_r_nls_pooled_and_one_subject():
     _check_theophylline(("9",))  # 9: the fastest absorption (lKa 2.18); all 12 when slow
 

@@ -206,6 +206,7 @@ def _check_recovery(seed):
     return np.abs(estimate - truth) / result.se
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_known_potential_within_its_intervals():
     """d = 8, K = 10 times, N = 10^4 shots per time (the issue's design), two seeds."""
     for seed in (11,):  # many more in the slow coverage test
@@ -351,6 +352,7 @@ def test_counts_round_trip_through_csv(tmp_path):
 # ----------------------------------------------------------------------------- spec + CLI
 
 
+@pytest.mark.slow
 def test_cli_fit_the_shipped_ring(tmp_path, capsys):
     spec = ROOT / "models" / "quantum_ring.toml"
     truth = json.loads((ROOT / "data" / "quantum" / "truth.json").read_text())
