@@ -101,6 +101,11 @@ def load_spec(path) -> Spec:
         raise SpecError(
             text if text.startswith(str(path)) else f"{path}: [model]: {text}"
         ) from None
+    except TypeError as error:  # a field of the wrong kind (a number where a list goes)
+        raise SpecError(
+            f"{path}: [model]: a field has the wrong type ({error}); models/README.md gives "
+            f"each field of a {kind} model"
+        ) from None
 
     if "constraints" in raw:
         model = _constrain(model, raw["constraints"], path)

@@ -172,6 +172,9 @@ def test_model_fields_are_checked(tmp_path, capsys):
     )
     code, err = _run(["fit", ragged], capsys)
     _user_error(code, err, r"model.observe must be a matrix, every row of the same length")
+    wrong = _copy(tmp_path, "cav.toml", edit=lambda t: t.replace("labels = [", "labels = -1 #["))
+    code, err = _run(["fit", wrong], capsys)  # found by the fuzz test: a TypeError before
+    _user_error(code, err, r"\[model\]: a field has the wrong type")
     with pytest.raises(ValueError, match=r"initial must hold 3 probabilities"):
         linest.HiddenCTMC(
             [1, 2, 3], ["1-2", "2-3"], misclassification={"1-2": 0.1}, initial=[float("nan"), 1, 0]
