@@ -115,10 +115,10 @@ class DelayedAcceptance(WindowAdapted):
         def exact_step(carry, i):
             state, _ = carry
             draw_key = jax.random.fold_in(key, start + i)
-            args = (draw_key, state.position, step_size, inverse_mass)
-            position, lp, record = exact_nuts(self.logdensity, self.max_tree_depth, *args)
-            value, gradient = jax.value_and_grad(self.surrogate)(position)
-            record["second_stage_acceptance"] = jnp.nan  # no second stage
+            position, lp, value, gradient, record = exact_nuts(
+                self.logdensity, self.surrogate, self.max_tree_depth, draw_key, state.position,
+                step_size, inverse_mass, skipped="second_stage_acceptance",
+            )  # fmt: skip
             return (HMCState(position, value, gradient), lp), record
 
         step = schedule(self.exact_every, surrogate_step, exact_step)

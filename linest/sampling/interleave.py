@@ -28,15 +28,21 @@ import jax.numpy as jnp
 __all__ = ["exact_nuts", "schedule"]
 
 
-def exact_nuts(logdensity: Callable, max_tree_depth: int, key, position, step_size, inverse_mass):
+def exact_nuts(
+    logdensity: Callable, surrogate: Callable, max_tree_depth: int, key, position, step_size,
+    inverse_mass, skipped: str,
+):  # fmt: skip
     """One NUTS transition of the exact ``logdensity`` from ``position``: the new position,
-    its log density, and the standard per-draw records."""
+    its exact log density, the ``surrogate``'s value and gradient there (the surrogate
+    kernel's state), and the per-draw records, with the surrogate kernel's own statistic
+    ``skipped`` NaN (no surrogate move this draw)."""
     import blackjax
     from blackjax.mcmc.hmc import HMCState
 
     nuts = blackjax.nuts(logdensity, step_size, inverse_mass, max_num_doublings=max_tree_depth)
     value, gradient = jax.value_and_grad(logdensity)(position)
     new, info = nuts.step(key, HMCState(position, value, gradient))
+    surrogate_value, surrogate_grad = jax.value_and_grad(surrogate)(new.position)
     record = {
         "theta": new.position,
         "lp": new.logdensity,
@@ -46,8 +52,9 @@ def exact_nuts(logdensity: Callable, max_tree_depth: int, key, position, step_si
         "n_steps": info.num_integration_steps,
         "tree_depth": info.num_trajectory_expansions,
         "exact_transition": jnp.ones((), bool),
+        skipped: jnp.nan,
     }
-    return new.position, new.logdensity, record
+    return new.position, new.logdensity, surrogate_value, surrogate_grad, record
 
 
 def schedule(every: int, surrogate_step: Callable, exact_step: Callable) -> Callable:

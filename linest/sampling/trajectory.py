@@ -132,10 +132,10 @@ class SurrogateTrajectory(WindowAdapted):
         def exact_step(carry, i):
             state, _ = carry
             draw_key = jax.random.fold_in(key, start + i)
-            args = (draw_key, state.position, step_size, inverse_mass)
-            position, lp, record = exact_nuts(self.logdensity, self.max_tree_depth, *args)
-            value, gradient = jax.value_and_grad(self.surrogate)(position)
-            record["surrogate_acceptance"] = jnp.nan  # no surrogate trajectory
+            position, lp, value, gradient, record = exact_nuts(
+                self.logdensity, self.surrogate, self.max_tree_depth, draw_key, state.position,
+                step_size, inverse_mass, skipped="surrogate_acceptance",
+            )  # fmt: skip
             moved = integrators.IntegratorState(position, state.momentum, value, gradient)
             return (moved, lp), record
 
