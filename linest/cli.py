@@ -91,7 +91,12 @@ def _fit(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)  # printed in the summary
         result = linest.fit(
-            spec.model, chains, gradient=gradient, intervals=args.intervals, hessian=args.hessian
+            spec.model,
+            chains,
+            gradient=gradient,
+            intervals=args.intervals,
+            hessian=args.hessian,
+            progress=not args.quiet,
         )
     print(f"{spec.path}: {chains.source}")
     print(result.summary())
@@ -227,6 +232,7 @@ def _compare(args) -> int:
         truth=truth,
         seed=args.seed,
         optimise=not args.no_fits,
+        progress=not args.quiet,
     )
     text = format_report(report, str(spec.path))
     print(text)
@@ -243,6 +249,10 @@ def _compare(args) -> int:
     return 0
 
 
+QUIET = (
+    "no progress display (by default: a bar on a terminal, a plain line every 30 s when "
+    "standard error is a pipe or a file)"
+)
 REPORT_FILES = ("report.md", "report.json", "report.png")
 
 
@@ -310,6 +320,7 @@ def main(argv=None) -> int:
         "differences of the exact gradient, 1e-10 relative, cheaper for many parameters) or "
         "auto (exact up to 64 parameters)",
     )
+    fit.add_argument("--quiet", action="store_true", help=QUIET)
     fit.add_argument(
         "--plot",
         metavar="PNG",
@@ -369,7 +380,7 @@ def main(argv=None) -> int:
     )
     draw.add_argument("--block-size", type=int, help="draws per block (progress and writes)")
     draw.add_argument("--plots", metavar="PREFIX", help="write PREFIX-trace.png, PREFIX-pair.png")
-    draw.add_argument("--quiet", action="store_true", help="no progress lines")
+    draw.add_argument("--quiet", action="store_true", help=QUIET)
     joiner = commands.add_parser(
         "join",
         help="join the files of runs that sampled parts of the same chains (processes)",
@@ -398,6 +409,7 @@ def main(argv=None) -> int:
         "a value per parameter name (e.g. data/compartment/truth.json)",
     )
     versus.add_argument("--seed", type=int, default=0)
+    versus.add_argument("--quiet", action="store_true", help=QUIET)
     args = parser.parse_args(argv)
 
     _enable_compilation_cache()

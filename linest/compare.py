@@ -177,6 +177,7 @@ def compare_model(
     repeats: int = 5,
     seed: int = 0,
     optimise: bool = True,
+    progress=True,
 ) -> dict:
     """Every gradient method the model accepts, at several parameter points.
 
@@ -188,7 +189,8 @@ def compare_model(
     model's default (exact) method, and the median time of value + gradient and its
     ratio to the value alone. With ``optimise``, the fit each method drives from the
     model's starting point: converged or not, iterations, and its -2 log-likelihood
-    gap to the default fit (positive: worse).
+    gap to the default fit (positive: worse). ``progress``: the points and methods done,
+    then the fits (:mod:`linest.progress`).
 
     Returns ``{"points": [...], "gradients": [rows], "fits": [rows]}``.
     """
@@ -203,11 +205,12 @@ def compare_model(
     from linest.fit import fit
     from linest.models.base import for_compute
     from linest.priors import Prior
+    from linest.progress import Progress
 
     statistics = for_compute(model.statistics(data))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference_fit = fit(model, statistics)
+        reference_fit = fit(model, statistics, progress=progress)
     points = [("MLE", np.asarray(reference_fit.theta))]
     rng = np.random.default_rng(seed)
     if prior is not None:
@@ -236,11 +239,13 @@ def compare_model(
 
     functions = {name: compiled(method) for name, method in usable}
     rows = []
+    bar = Progress("compare", len(points) * len(usable), "gradients", progress)
     for label, theta in points:
         theta = jnp.asarray(theta)
         forward_ms = _median_ms(value, (theta, statistics), repeats)
         reference = None
         for name, _ in usable:
+            bar.update(0, point=label, method=name)
             value_and_grad = functions[name]
             out = value_and_grad(theta, statistics)
             ms = _median_ms(value_and_grad, (theta, statistics), repeats)
@@ -264,17 +269,23 @@ def compare_model(
                     "ratio_to_forward": ms / forward_ms if forward_ms > 0 else float("nan"),
                 }
             )
+            bar.update(1)
+    bar.close()
     fits = []
     if optimise:
+        fitting = Progress("compare fits", len(usable), "fits", progress)
         for name, method in usable:
+            fitting.update(0, method=name)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 start = time.perf_counter()
                 try:
-                    result = fit(model, statistics, gradient=method)
+                    result = fit(model, statistics, gradient=method, progress=False)
                 except (ValueError, FloatingPointError) as error:
                     fits.append({"method": name, "error": str(error)})
+                    fitting.update(1)
                     continue
+            fitting.update(1)
             fits.append(
                 {
                     "method": name,
@@ -285,6 +296,7 @@ def compare_model(
                     "minus2loglik_gap": result.minus2loglik - reference_fit.minus2loglik,
                 }
             )
+        fitting.close()
     scales, data_scales = [], None
     A = model.system_matrix(jnp.asarray(reference_fit.theta))
     if A is not None:

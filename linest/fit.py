@@ -25,6 +25,7 @@ from linest._export import exported_jit
 from linest._setup import release_compiled_programs
 from linest.models.base import for_compute
 from linest.models.result import FitResult
+from linest.progress import Progress
 
 __all__ = ["FitResult", "FitWarning", "fit"]
 
@@ -139,6 +140,10 @@ def _method_name(gradient) -> str:
     return repr(gradient)
 
 
+class _NonFiniteHessian(Exception):
+    """The exact Hessian is not finite at a point the trust-region polish asked for."""
+
+
 def fit(
     model,
     data,
@@ -154,6 +159,7 @@ def fit(
     level: float = 0.95,
     hessian: str = "auto",
     assess_model_error: bool = True,
+    progress=True,
 ) -> FitResult:
     """Maximum-likelihood fit of ``model`` to ``data``.
 
@@ -195,6 +201,10 @@ def fit(
         is reported beside the standard errors, with a warning naming the parameters it
         moves by more than a third of a standard error. For a grid model it costs one
         gradient on a grid twice as fine.
+    progress : the optimiser's iterations with the current -2 log-likelihood and largest
+        |gradient|, then the stage (information, boundary, profiles): ``True`` (default;
+        a bar on a terminal or in a notebook after a second, occasional lines elsewhere),
+        ``False``, ``"bar"``, ``"lines"`` or a callable (:mod:`linest.progress`)
 
     Rates whose maximum lies at 0 (models with boundary parameters, e.g. a CTMC): when a
     log-rate drifts far below the others or is weakly identified (se > 2), the fit
@@ -208,6 +218,18 @@ def fit(
     -------
     FitResult, or the model's subclass of it (``model.result_class``)
     """
+    with Progress("fit", None, "iterations", progress) as bar:
+        return _fit(
+            model, data, gradient, theta0, optimizer, max_iterations, tol, gtol,
+            information_gradient, intervals, level, hessian, assess_model_error, bar,
+        )  # fmt: skip
+
+
+def _fit(
+    model, data, gradient, theta0, optimizer, max_iterations, tol, gtol,
+    information_gradient, intervals, level, hessian, assess_model_error, bar,
+) -> FitResult:  # fmt: skip
+    """:func:`fit`'s work, reporting to ``bar``."""
     release_compiled_programs()
     model.check_gradient(gradient, "fit")
     if intervals not in ("wald", "profile"):
@@ -241,12 +263,16 @@ def fit(
 
     reported = model.statistics(data)
     statistics = for_compute(reported)
-    theta0 = model.initial_theta(statistics) if theta0 is None else np.asarray(theta0, float)
+    given = theta0 is not None
+    with np.errstate(all="ignore"):
+        theta0 = model.initial_theta(statistics) if theta0 is None else np.asarray(theta0, float)
     if theta0.shape != (model.num_params,):
         raise ValueError(
             f"fit: theta0 has shape {theta0.shape}, the model has {model.num_params} parameters "
             f"({', '.join(model.param_names)})"
         )
+
+    last = {"|gradient|": math.nan}  # the latest gradient, for the progress display
 
     def scipy_objective(theta):
         theta = jnp.asarray(theta)
@@ -254,11 +280,19 @@ def fit(
             drive_methods, lambda m: _value_and_grad(model, m, theta, statistics)
         )
         value, grad = float(value), np.asarray(grad, dtype=float)
+        last["|gradient|"] = float(np.max(np.abs(grad), initial=0.0))
         if not np.isfinite(value) or not np.all(np.isfinite(grad)):
             # Let the line search back off rather than crash; reported below if final.
             return np.inf, np.zeros_like(grad)
         return value, grad
 
+    if not np.all(np.isfinite(theta0)):
+        bad = [n for n, t in zip(model.param_names, theta0, strict=True) if not np.isfinite(t)]
+        raise FloatingPointError(
+            f"fit: the starting value of {', '.join(bad)} is not finite"
+            + ("" if given else " (computed from the data: check them for extreme values)")
+            + "; give theta0"
+        )
     model.preflight(theta0, statistics, gradient)
     notes: list[str] = []
     start = time.perf_counter()
@@ -273,8 +307,13 @@ def fit(
         options |= {"ftol": 1e-15, "gtol": 1e-10, "maxcor": 20}
     elif optimizer.upper() == "BFGS":
         options |= {"gtol": 1e-8}
+
+    def iteration(intermediate_result):
+        fields = {"-2LL": float(f"{2 * float(intermediate_result.fun):.10g}")} | last
+        bar.update(1, **fields)
+
     result = scipy.optimize.minimize(
-        scipy_objective, theta0, jac=True, method=optimizer, options=options
+        scipy_objective, theta0, jac=True, method=optimizer, options=options, callback=iteration
     )
     theta = np.asarray(result.x, float)
     iterations, evaluations, message = int(result.nit), int(result.nfev), str(result.message)
@@ -311,6 +350,7 @@ def fit(
         )
         return float(loglik), exact_grad, covariance, condition, problems, gain, ok
 
+    bar.update(0, stage="information")
     loglik, exact_grad, covariance, condition, problems, gain, converged = assess(theta, result.jac)
     mask = np.asarray(model.boundary_mask(), bool)
 
@@ -325,18 +365,30 @@ def fit(
         # with scipy's trust-region Newton method on the exact Hessian (same gradient).
         # (Not when rates drift to 0: the fit continues over rates >= 0 below.)
         def hessian_of_minus_loglik(t):
-            H = derivatives(t)[2]
-            return -np.asarray(H)
+            H = -np.asarray(derivatives(t)[2], float)
+            if not np.all(np.isfinite(H)):
+                raise _NonFiniteHessian
+            return H
 
-        polish = scipy.optimize.minimize(
-            scipy_objective,
-            theta,
-            jac=True,
-            hess=hessian_of_minus_loglik,
-            method="trust-exact",
-            options={"gtol": 1e-10, "maxiter": 100},
-        )
-        if np.isfinite(polish.fun) and polish.fun <= result.fun + 1e-9 * abs(result.fun):
+        bar.update(0, stage="trust-region polish")
+        try:
+            polish = scipy.optimize.minimize(
+                scipy_objective,
+                theta,
+                jac=True,
+                hess=hessian_of_minus_loglik,
+                method="trust-exact",
+                options={"gtol": 1e-10, "maxiter": 100},
+                callback=iteration,
+            )
+        except _NonFiniteHessian:  # keep the quasi-Newton point; reported as not converged
+            polish = None
+            notes.append("the trust-region polish stopped: the Hessian is not finite on its path")
+        if (
+            polish is not None
+            and np.isfinite(polish.fun)
+            and polish.fun <= result.fun + 1e-9 * abs(result.fun)
+        ):
             theta = np.asarray(polish.x, float)
             message = f"{message}; then trust-exact: {polish.message}"
             iterations += int(polish.nit)
@@ -357,6 +409,7 @@ def fit(
             from linest.gradients import Exact
             from linest.profile import optimise_on_boundary, to_theta
 
+            bar.update(0, stage="rates >= 0")
             on_boundary = optimise_on_boundary(
                 model, statistics, theta, (*drive_methods, Exact()), max_iterations
             )
@@ -426,7 +479,7 @@ def fit(
             "drop or constrain that parameter"
         )
     for note in notes:
-        warnings.warn(note, FitWarning, stacklevel=2)
+        warnings.warn(note, FitWarning, stacklevel=3)
     profile = None
     se = np.sqrt(np.diag(covariance))
     # Wald intervals mean little for a weakly identified rate (se > 2 on the log scale: a
@@ -446,13 +499,14 @@ def fit(
                 "Wald intervals mean little; intervals='profile' (--intervals profile) gives "
                 "likelihood-ratio ones"
             )
-            warnings.warn(notes[-1], FitWarning, stacklevel=2)
+            warnings.warn(notes[-1], FitWarning, stacklevel=3)
     if which.size:
         from linest.gradients import Exact
         from linest.profile import Profiler
 
         profiler = Profiler(model, statistics, theta, loglik, (*drive_methods, Exact()), se)
-        profile = profiler.table(which, level)
+        bar.update(0, stage="profile intervals")
+        profile = profiler.table(which, level, progress=bar.setting)
     return model.result_class(
         model=model,
         statistics=reported,

@@ -84,15 +84,21 @@ class _Objective:
         return value, grad
 
 
-def _scale_for(model, values) -> np.ndarray:
+def _scale_for(model, values, statistics) -> np.ndarray:
     """Natural-coordinate scale: each rate's own size, but not below 1e-3 of the median
     rate among those not vanishing (a rate near 0 still moves on the scale of the
-    others)."""
+    others), nor below 1e-6 of the data's own rate scale (the median starting rate): when
+    every rate heads for 0, the others give no scale."""
     mask = np.asarray(model.boundary_mask(), bool)
     q = np.asarray(values, float)[mask]
     largest = float(np.max(q, initial=0.0))
     alive = q[q > 1e-6 * largest]
     typical = float(np.median(alive)) if alive.size else 1.0
+    with np.errstate(all="ignore"):
+        start = to_natural(model, model.initial_theta(statistics))[mask]
+    start = start[np.isfinite(start) & (start > 0)]
+    if start.size:
+        typical = max(typical, 1e-3 * float(np.median(start)))
     return np.where(mask, np.maximum(np.asarray(values, float), 1e-3 * typical), 1.0)
 
 
@@ -133,7 +139,7 @@ def optimise_on_boundary(model, statistics, theta, methods, max_iterations=2000)
     """Maximise the likelihood over rates >= 0, from ``theta`` (the log-scale fit)."""
     mask = np.asarray(model.boundary_mask(), bool)
     values0 = to_natural(model, theta)
-    scale = _scale_for(model, values0)
+    scale = _scale_for(model, values0, statistics)
     objective = _Objective(model, statistics, methods, scale)
     bounds = [(0.0, None) if m else (None, None) for m in mask]
     result = _minimise(objective, values0 / scale, bounds, max_iterations)
@@ -178,7 +184,9 @@ class Profiler:
         self.theta = np.asarray(theta, float)
         self.values = to_natural(model, theta) if self.natural else self.theta.copy()
         self.loglik = float(loglik)
-        self.scale = _scale_for(model, self.values) if self.natural else np.ones_like(self.theta)
+        self.scale = (
+            _scale_for(model, self.values, statistics) if self.natural else np.ones_like(self.theta)
+        )
         self.objective = _Objective(model, statistics, methods, self.scale)
         self.se = np.full(self.theta.shape, np.nan) if se is None else np.asarray(se, float)
         self._gradient = None  # d loglik / d values at the estimate, when first needed
@@ -280,13 +288,19 @@ class Profiler:
             kind = "profile: not found (the profile never crossed its level: no maximum here)"
         return ends[0], ends[1], kind
 
-    def table(self, indices=None, level: float = 0.95) -> pd.DataFrame:
+    def table(self, indices=None, level: float = 0.95, progress=False) -> pd.DataFrame:
+        """Profile intervals of the parameters ``indices`` (all by default), one row each;
+        ``progress`` as everywhere (:mod:`linest.progress`)."""
+        from linest.progress import Progress
+
         names = self.model.param_names
-        indices = range(len(names)) if indices is None else indices
+        indices = list(range(len(names)) if indices is None else indices)
         rows = {}
-        for i in indices:
-            lower, upper, kind = self.interval(i, level)
-            rows[names[i]] = {"lower": lower, "upper": upper, "method": kind}
+        with Progress("profile", len(indices), "parameters", progress) as bar:
+            for i in indices:
+                lower, upper, kind = self.interval(i, level)
+                rows[names[i]] = {"lower": lower, "upper": upper, "method": kind}
+                bar.update(1, parameter=names[i])
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame.index.name = "parameter"
         return frame

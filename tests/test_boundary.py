@@ -312,6 +312,20 @@ def test_profile_intervals_cover_at_their_nominal_rate():
     assert 0.92 <= coverage <= 0.985, coverage
 
 
+def test_a_table_without_moves_puts_every_rate_at_0_with_closed_form_limits(tmp_path):
+    """No transition observed at all: every rate's maximum is 0 (no other rate gives a
+    scale, the data's time span must), and the one-sided limit solves n_i u T = 2.706 / 2
+    (the log-likelihood is -n_i T sum of the rates out of i)."""
+    path = tmp_path / "table.csv"
+    path.write_text("from,A,B,C\nA,100,0,0\nB,0,50,0\nC,0,0,10\n")
+    model = linest.CTMC(states=["A", "B", "C"], transitions=["A-B", "B-C", "B-A"])
+    result = linest.fit(model, read_count_matrix(path), intervals="profile")
+    assert result.converged and result.boundary.all()
+    _, upper, _ = result.theta_intervals()
+    expected = 2.705543 / 2 / np.array([100.0, 50.0, 50.0])
+    np.testing.assert_allclose(np.exp(upper), expected, rtol=1e-4)
+
+
 def test_count_matrix_errors_name_the_row_and_column(tmp_path):
     def write(text):
         path = tmp_path / "table.csv"

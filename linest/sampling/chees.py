@@ -89,6 +89,6 @@ class ChEES(AbstractKernel):
             return state, record(state, info, jnp.zeros((), jnp.int32))
 
         state = DynamicHMCState(position, logdensity, grad, extra["random_arg"])
-        state, records = jax.lax.scan(step, state, jnp.arange(self.block))
+        state, records = self.scan(step, state, step_size)
         extra = extra | {"random_arg": state.random_generator_arg}
         return state.position, state.logdensity, state.logdensity_grad, records, extra

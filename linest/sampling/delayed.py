@@ -124,6 +124,6 @@ class DelayedAcceptance(WindowAdapted):
         step = schedule(self.exact_every, surrogate_step, exact_step)
 
         state = HMCState(position, extra["surrogate_logdensity"], grad)
-        (state, exact), records = jax.lax.scan(step, (state, logdensity), jnp.arange(self.block))
+        (state, exact), records = self.scan(step, (state, logdensity), step_size)
         extra = {"surrogate_logdensity": state.logdensity}
         return state.position, exact, state.logdensity_grad, records, extra

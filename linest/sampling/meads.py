@@ -72,6 +72,6 @@ class MEADS(AbstractKernel):
             return state, record(state, info, jnp.zeros((), jnp.int32))
 
         state = GHMCState(position, extra["momentum"], logdensity, grad, extra["slice"])
-        state, records = jax.lax.scan(step, state, jnp.arange(self.block))
+        state, records = self.scan(step, state, step_size)
         extra = extra | {"momentum": state.momentum, "slice": state.slice}
         return state.position, state.logdensity, state.logdensity_grad, records, extra

@@ -19,6 +19,8 @@ from linest._io import check_output, remove_stale_temporaries
 from linest._setup import release_compiled_programs
 from linest.models.base import for_compute
 from linest.priors import Prior, PriorError
+from linest.progress import Progress, reporting
+from linest.progress import enabled as progress_enabled
 from linest.sampling.base import (
     CHEES_FEW_CHAINS,
     KERNELS,
@@ -73,7 +75,7 @@ def sample(
     resume: bool = False,
     overwrite: bool = False,
     block_size: int | None = None,
-    progress: bool = True,
+    progress=True,
     target_acceptance: float | None = None,
     max_tree_depth: int = 10,
     num_integration_steps: int | None = None,
@@ -116,7 +118,10 @@ def sample(
         so that a finished run is never lost by accident)
     block_size : draws per block between progress reports and writes (default:
         ``num_samples / 10``, at least 50)
-    progress : print a line per block to stderr
+    progress : where the run is (:mod:`linest.progress`): ``True`` (default) a bar on a
+        terminal or in a notebook, occasional lines otherwise, with chain steps per
+        second, the step size, divergences so far and the time left; ``False`` nothing;
+        ``"bar"``, ``"lines"`` or a callable taking :class:`linest.progress.Update`
     init : starting points, ``(num_chains, num_params)`` or ``(num_params,)``; default
         the model's (``model.chain_starts``: for most, the crude estimates plus
         uniform(-0.5, 0.5) jitter per chain). ``"mle"`` (or a :class:`linest.FitResult`
@@ -335,6 +340,7 @@ def sample(
         cheap = None if cheap is None else whitening.density(cheap)
 
     common: dict[str, Any] = dict(
+        progress=progress_enabled(progress),
         logdensity=logdensity,
         target_acceptance=0.0 if target_acceptance is None else float(target_acceptance),
         max_tree_depth=int(max_tree_depth),
@@ -401,11 +407,19 @@ def sample(
         start = time.perf_counter()
         say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
         if sampler.adapts_across_chains:
+            say(f"{kernel} adapts across chains inside blackjax: its warm-up reports at the end")
             warm = _across_chains(tuple(chosen))
             position, lp, grad, step_size, inverse_mass, extra = warm(sampler, warmup_root, theta0)
         else:
             warm = _over_chains("warmup", tuple(chosen), num_chains)
-            position, lp, grad, step_size, inverse_mass, extra = warm(sampler, warmup_keys, theta0)
+            total = num_chains * int(num_warmup)
+            with Progress("warm-up", total, "chain steps", progress) as bar:
+                with reporting(bar, divergences=None):
+                    position, lp, grad, step_size, inverse_mass, extra = warm(
+                        sampler, warmup_keys, theta0
+                    )
+                    jax.block_until_ready(position)
+                bar.update(max(total - bar.done, 0))  # ticks are every few steps
         checkpoint = {
             "position": np.asarray(position),
             "logdensity": np.asarray(lp),
@@ -432,48 +446,53 @@ def sample(
     done = checkpoint["next_draw"]
     run = _over_chains("run_block", tuple(chosen), num_chains)
     sampling_seconds = float(attrs.get("linest_sampling_seconds", 0.0))
-    while done < num_samples:
-        start = time.perf_counter()
-        position, lp, grad, new, extra = run(
-            sampler,
-            chain_keys,
-            jnp.asarray(checkpoint["position"]),
-            jnp.asarray(checkpoint["logdensity"]),
-            jnp.asarray(checkpoint["grad"]),
-            jnp.asarray(checkpoint["step_size"]),
-            jnp.asarray(checkpoint["inverse_mass"]),
-            jnp.full((num_chains,), done, dtype=jnp.int32),
-            {k: jnp.asarray(v) for k, v in checkpoint.get("extra", {}).items()},
-        )
-        new = {k: np.asarray(v) for k, v in new.items()}
-        elapsed = time.perf_counter() - start
-        sampling_seconds += elapsed
-        kept = min(block, num_samples - done)  # the last block may run past num_samples
-        fresh = {k: v[:, :kept] for k, v in new.items()}
-        if whitening is not None:  # the draws of z back to theta
-            fresh["theta"] = np.asarray(whitening.to_theta(jnp.asarray(fresh["theta"])))
-        records = (
-            fresh
-            if records is None
-            else {k: np.concatenate([np.asarray(records[k]), fresh[k]], axis=1) for k in fresh}
-        )
-        done += kept
-        checkpoint |= {
-            "position": np.asarray(position),
-            "logdensity": np.asarray(lp),
-            "grad": np.asarray(grad),
-            "extra": {k: np.asarray(v) for k, v in extra.items()},
-            "next_draw": done,
-        }
-        attrs["linest_sampling_seconds"] = sampling_seconds
-        say(
-            f"draws {done}/{num_samples} per chain: acceptance "
-            f"{np.mean(fresh['acceptance_rate']):.2f}, divergences "
-            f"{int(np.sum(fresh['diverging']))} (total {int(np.sum(records['diverging']))}), "
-            f"mean steps {np.mean(fresh['n_steps']):.1f}, {elapsed:.1f} s"
-        )
-        if out is not None:
-            _write(_datatree(model, settings, records, checkpoint, statistics, attrs), out)
+    steps = num_chains * block * math.ceil(max(num_samples - done, 0) / block)
+    bar = Progress("draws", steps, "chain steps", progress)
+    before = 0 if records is None else int(np.sum(np.asarray(records["diverging"])))
+    with bar, reporting(bar, divergences=before):
+        while done < num_samples:
+            start = time.perf_counter()
+            position, lp, grad, new, extra = run(
+                sampler,
+                chain_keys,
+                jnp.asarray(checkpoint["position"]),
+                jnp.asarray(checkpoint["logdensity"]),
+                jnp.asarray(checkpoint["grad"]),
+                jnp.asarray(checkpoint["step_size"]),
+                jnp.asarray(checkpoint["inverse_mass"]),
+                jnp.full((num_chains,), done, dtype=jnp.int32),
+                {k: jnp.asarray(v) for k, v in checkpoint.get("extra", {}).items()},
+            )
+            new = {k: np.asarray(v) for k, v in new.items()}
+            elapsed = time.perf_counter() - start
+            sampling_seconds += elapsed
+            kept = min(block, num_samples - done)  # the last block may run past num_samples
+            fresh = {k: v[:, :kept] for k, v in new.items()}
+            if whitening is not None:  # the draws of z back to theta
+                fresh["theta"] = np.asarray(whitening.to_theta(jnp.asarray(fresh["theta"])))
+            records = (
+                fresh
+                if records is None
+                else {k: np.concatenate([np.asarray(records[k]), fresh[k]], axis=1) for k in fresh}
+            )
+            done += kept
+            checkpoint |= {
+                "position": np.asarray(position),
+                "logdensity": np.asarray(lp),
+                "grad": np.asarray(grad),
+                "extra": {k: np.asarray(v) for k, v in extra.items()},
+                "next_draw": done,
+            }
+            attrs["linest_sampling_seconds"] = sampling_seconds
+            # The block's summary joins the display's fields (its steps were counted
+            # from inside the loop).
+            bar.update(
+                0,
+                acceptance=round(float(np.mean(fresh["acceptance_rate"])), 2),
+                **{"mean steps": round(float(np.mean(fresh["n_steps"])), 1)},
+            )
+            if out is not None:
+                _write(_datatree(model, settings, records, checkpoint, statistics, attrs), out)
 
     assert records is not None
     loglik = None
@@ -493,9 +512,12 @@ def sample(
     return tree
 
 
-def _say(progress: bool):
+def _say(progress):
+    """Milestone lines (warm-up done, resuming...) when the display is on (a callback
+    progress gets the :class:`~linest.progress.Update` stream only)."""
+
     def say(text):
-        if progress:
+        if progress is True or progress in ("bar", "lines"):
             print(f"linest sample: {text}", file=sys.stderr, flush=True)
 
     return say
@@ -551,7 +573,7 @@ def _preconditioning(model, statistics, init, checkpoint, surrogate, progress, s
             say("init='mle': fitting first")
             with _warnings.catch_warnings():
                 _warnings.simplefilter("ignore", FitWarning)
-                fit = run_fit(model, statistics, assess_model_error=False)
+                fit = run_fit(model, statistics, assess_model_error=False, progress=progress)
             if not fit.converged:
                 raise SamplingError(
                     "sample: init='mle': the fit did not converge "

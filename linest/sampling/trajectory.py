@@ -143,6 +143,6 @@ class SurrogateTrajectory(WindowAdapted):
         state = integrators.IntegratorState(
             position, jnp.zeros_like(position), extra["surrogate_logdensity"], grad
         )
-        (state, exact), records = jax.lax.scan(step, (state, logdensity), jnp.arange(self.block))
+        (state, exact), records = self.scan(step, (state, logdensity), step_size)
         extra = {"surrogate_logdensity": state.logdensity}
         return state.position, exact, state.logdensity_grad, records, extra
