@@ -6,15 +6,16 @@ The cav posterior of ``models/cav.toml`` (R msm's cav data, 7 log-rates), NUTS w
 call makes the same draws (checked). Candidates:
 
 * off: ``progress=False``: the samplers compile without their host callbacks;
-* callback: ``progress=<a function that does nothing>``: one ``jax.debug.callback`` per
-  chain step, and the host side's counting;
+* callback: ``progress=<a function that does nothing>``: a ``jax.debug.callback`` per
+  chain and 5 warm-up steps or ``block // 25`` draws, and the host side's counting;
 * lines: ``progress="lines"`` (what a pipe or a log file gets: counting, and a line every
   30 s).
 
 (A tqdm bar costs what "lines" costs plus a redraw at most every 0.5 s.) Each candidate
 runs once untimed (compilation), then ``--rounds`` interleaved timed rounds; the table
-gives the median warm-up and sampling seconds (the driver's own timers), their ratio
-to off's, and the ratio of the fastest rounds (less sensitive to other work on the machine).
+gives the median warm-up and sampling seconds (the driver's own timers) and the median
+(quartiles) over rounds of each round's ratio to off's (paired within a round, so less
+sensitive to other work on the machine).
 
     python benchmarks/progress_overhead.py
     python benchmarks/progress_overhead.py --chains 4 --warmup 300 --draws 300 --rounds 5
@@ -93,22 +94,21 @@ def main() -> None:
         f"{platform.python_version()}, jax {jax.__version__} ({jax.default_backend()})\n"
     )
     print(
-        "| progress | warm-up s (median) | ratio to off | ratio of minima | draws s (median) "
-        "| ratio to off | ratio of minima |"
+        "| progress | warm-up s (median) | ratio to off (median of rounds) | draws s (median) "
+        "| ratio to off (median of rounds) |"
     )
-    print("|---|---|---|---|---|---|---|")
-    base = {k: statistics.median(v) for k, v in times["off"].items()}
-    least = {k: min(v) for k, v in times["off"].items()}
+    print("|---|---|---|---|---|")
     for name, columns in times.items():
         cells = []
         for phase in ("warm-up", "draws"):
-            median = statistics.median(columns[phase])
+            ratios = [t / o for t, o in zip(columns[phase], times["off"][phase], strict=True)]
+            low, high = np.quantile(ratios, [0.25, 0.75])
             cells += [
-                f"{median:.2f}",
-                f"{median / base[phase]:.3f}",
-                f"{min(columns[phase]) / least[phase]:.3f}",
+                f"{statistics.median(columns[phase]):.2f}",
+                f"{statistics.median(ratios):.3f} ({low:.3f} to {high:.3f})",
             ]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nRatios: each round's time over the same round's off, median and quartiles.")
     print("\nEvery call made the same draws (checked).")
 
 

@@ -34,6 +34,7 @@ import optax
 
 import linest
 from linest.models.base import for_compute
+from linest.progress import Progress
 
 STEP = 0.5
 TRUE_A = np.array([[-0.1, 1.2], [-1.2, -0.2]])  # eigenvalues -0.15 +- 1.2i
@@ -82,12 +83,14 @@ def main():
         state = optimiser.init(theta)
         value_and_grad = jax.jit(jax.value_and_grad(loss))
         history, cross = [], []
-        for _ in range(args.steps):
-            value, grad = value_and_grad(theta)
-            updates, state = optimiser.update(grad, state)
-            theta = optax.apply_updates(theta, updates)
-            history.append(float(value))
-            cross.append(float(exact_nll(theta)))
+        with Progress(f"Adam on {name}", args.steps, "steps") as bar:
+            for _ in range(args.steps):
+                value, grad = value_and_grad(theta)
+                updates, state = optimiser.update(grad, state)
+                theta = optax.apply_updates(theta, updates)
+                history.append(float(value))
+                cross.append(float(exact_nll(theta)))
+                bar.update(1, loss=history[-1])
         histories[name] = (np.asarray(history), np.asarray(cross))
         estimates[name] = np.asarray(theta)
         A = np.asarray(model.split(theta)[0])
