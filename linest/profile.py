@@ -298,9 +298,10 @@ class Profiler:
         rows = {}
         with Progress("profile", len(indices), "parameters", progress) as bar:
             for i in indices:
+                bar.update(0, parameter=names[i])  # the one under way
                 lower, upper, kind = self.interval(i, level)
                 rows[names[i]] = {"lower": lower, "upper": upper, "method": kind}
-                bar.update(1, parameter=names[i])
+                bar.update(1)
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame.index.name = "parameter"
         return frame

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import threading
 import time
@@ -102,6 +103,18 @@ def enabled(progress) -> bool:
     return progress is not None and progress is not False
 
 
+def _width(stream) -> dict:
+    """tqdm's size options: follow the terminal's, or 100 x 24 where it reports 0 x 0 (a
+    pseudo-terminal without a size: tqdm would hide the bar)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": 100, "nrows": 24}
+
+
 def _in_notebook() -> bool:
     shell = sys.modules.get("IPython")
     if shell is None:
@@ -156,8 +169,8 @@ class Progress:
                     file=self.stream,
                     delay=BAR_DELAY,
                     mininterval=BAR_INTERVAL,
-                    dynamic_ncols=True,
                     leave=True,
+                    **_width(self.stream),
                 )
         elif enabled(progress):
             raise ValueError(

@@ -83,7 +83,8 @@ def test_profile_intervals_and_compare_report_what_they_have_done(psor):
     _quiet(linest.fit, spec.model, data, intervals="profile", progress=updates.append)
     profile = [u for u in updates if u.task == "profile"]
     assert profile[-1].done == profile[-1].total == spec.model.num_params
-    assert [u.fields["parameter"] for u in profile if not u.final] == list(spec.model.param_names)
+    names = [u.fields["parameter"] for u in profile if not u.final]  # before and after each
+    assert names == [name for name in spec.model.param_names for _ in range(2)]
     from linest.compare import compare_model
 
     updates.clear()
@@ -118,6 +119,8 @@ def test_plain_lines_when_not_a_terminal_and_a_bar_on_request(monkeypatch):
     with Progress("fit", None, "iterations", "bar", stream=stream) as task:
         task.update(3, **{"-2LL": 12.5})
     assert "linest fit" in stream.getvalue() and "-2LL=12.5" in stream.getvalue()
+    # A terminal that reports no size (0 x 0) would get a hidden bar: a fixed size instead.
+    assert linest.progress._width(stream) == {"ncols": 100, "nrows": 24}
     stream = io.StringIO()
     with Progress("fit", None, "iterations", False, stream=stream) as task:
         task.update(3)
