@@ -161,3 +161,19 @@ def test_quiet_prints_no_progress_and_the_default_does(command, capsys, monkeypa
     loud = capsys.readouterr().err  # captured: not a terminal, so plain lines
     expected = {"fit": "linest fit: ", "sample": "linest draws: ", "compare": "linest compare: "}
     assert expected[command[0]] in loud
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel, chains", [("chees", 4), ("meads", 32)])
+def test_kernels_adapted_across_chains_report_their_warm_up_too(psor, kernel, chains):
+    """ChEES and MEADS adapt inside blackjax over all chains at once: their warm-up ticks
+    every 5 adaptation steps for all chains, from blackjax's per-step record."""
+    spec, data = psor
+    updates: list[Update] = []
+    settings = dict(kernel=kernel, num_chains=chains, num_warmup=40, num_samples=20)
+    on = _quiet(linest.sample, spec.model, data, spec.priors, progress=updates.append, **settings)
+    off = _quiet(linest.sample, spec.model, data, spec.priors, progress=False, **settings)
+    np.testing.assert_array_equal(on["posterior"]["theta"].values, off["posterior"]["theta"].values)
+    warm = [u.done for u in updates if u.task == "warm-up"]
+    assert sorted(set(warm)) == list(range(5 * chains, 40 * chains + 1, 5 * chains))
+    assert [u.done for u in updates if u.task == "draws"][-1] == chains * 20  # one block

@@ -45,7 +45,7 @@ class ChEES(AbstractKernel):
             n,
             target_acceptance_rate=self.target_acceptance,
             max_leapfrog_steps=2**self.max_tree_depth,
-            adaptation_info_fn=get_filter_adapt_info_fn(),
+            adaptation_info_fn=self.ticking(get_filter_adapt_info_fn(), lambda a: a.step, n),
             mass_matrix_estimation="diagonal",
         )
         run = cast(Callable, adaptation.run)  # blackjax types run's signature loosely

@@ -31,6 +31,8 @@ from linest.priors import Prior
 
 #: Progress updates per block of draws and chain (see ``AbstractKernel.scan``).
 TICKS_PER_BLOCK = 25
+#: The warm-up ticks the progress display every this many steps (``AbstractKernel.ticking``).
+WARMUP_TICK = 5
 
 
 class _LogDensity(eqx.Module):
@@ -76,6 +78,30 @@ class AbstractKernel(eqx.Module):
             from linest.progress import chain_steps
 
             jax.debug.callback(chain_steps, steps, divergent, step_size, ordered=False)
+
+    def ticking(self, info_fn, counter, chains: int = 1):
+        """blackjax's per-step adaptation record ``info_fn``, ticking the progress display
+        every ``WARMUP_TICK`` adaptation steps (``chains`` chain steps each), as counted by
+        ``counter(adaptation_state)``: a counter that depends on the step alone keeps the
+        condition a branch when the chains are vmapped (a per-chain one would run the
+        callback at every step). Window adaptation's counter (the dual averaging's) may
+        restart with a window: the driver fills the count up at the end."""
+        if not self.progress:
+            return info_fn
+
+        def ticking(state, info, adaptation_state):
+            jax.lax.cond(
+                counter(adaptation_state) % WARMUP_TICK == 0,
+                lambda: self.tick(
+                    WARMUP_TICK * chains,
+                    jnp.zeros((), jnp.int32),
+                    jnp.mean(jnp.asarray(adaptation_state.step_size)),
+                ),
+                lambda: None,
+            )
+            return info_fn(state, info, adaptation_state)
+
+        return ticking
 
     def scan(self, step, carry, step_size):
         """``lax.scan`` of ``step(carry, i)`` over the block's ``i``. With progress on, a

@@ -35,7 +35,9 @@ class MEADS(AbstractKernel):
             self.logdensity,
             n,
             num_folds=MEADS_FOLDS,
-            adaptation_info_fn=get_filter_adapt_info_fn(),
+            adaptation_info_fn=self.ticking(
+                get_filter_adapt_info_fn(), lambda a: a.current_iteration, n
+            ),
         )
         run = cast(Callable, adaptation.run)  # blackjax types run's signature loosely
         (states, parameters), _ = run(key, positions, num_steps=self.num_warmup)

@@ -12,9 +12,6 @@ import jax.numpy as jnp
 
 from linest.sampling.kernels import AbstractKernel, record
 
-#: The warm-up ticks the progress display every this many steps (see ``_ticking``).
-WARMUP_TICK = 5
-
 
 class WindowAdapted(AbstractKernel):
     """``algorithm`` "nuts" (trees up to ``max_tree_depth`` doublings) or "hmc"
@@ -47,7 +44,7 @@ class WindowAdapted(AbstractKernel):
             self.logdensity,
             is_mass_matrix_diagonal=not self.dense_mass,
             target_acceptance_rate=self.target_acceptance,
-            adaptation_info_fn=self._ticking(get_filter_adapt_info_fn()),
+            adaptation_info_fn=self.ticking(get_filter_adapt_info_fn(), lambda a: a.ss_state.step),
             **self._settings(),
         )
         run = cast(Callable, adaptation.run)  # blackjax types run's signature loosely
@@ -61,26 +58,6 @@ class WindowAdapted(AbstractKernel):
             result.parameters["inverse_mass_matrix"],
             {},
         )
-
-    def _ticking(self, info_fn):
-        """blackjax's per-step adaptation record ``info_fn``, ticking the progress display
-        every ``WARMUP_TICK`` steps of the step size's dual averaging (its counter depends on
-        the step alone, so the condition stays a branch when the chains are vmapped; it
-        restarts with each of Stan's windows, so a few steps per window go uncounted until
-        the end)."""
-        if not self.progress:
-            return info_fn
-
-        def ticking(state, info, adaptation_state):
-            step = adaptation_state.ss_state.step
-            jax.lax.cond(
-                step % WARMUP_TICK == 0,
-                lambda: self.tick(WARMUP_TICK, info.is_divergent, adaptation_state.step_size),
-                lambda: None,
-            )
-            return info_fn(state, info, adaptation_state)
-
-        return ticking
 
     def run_block(self, key, position, logdensity, grad, step_size, inverse_mass, start, extra):
         from blackjax.mcmc.hmc import HMCState

@@ -407,19 +407,17 @@ def sample(
         start = time.perf_counter()
         say(f"warm-up: {num_chains} chains x {num_warmup} steps on {len(chosen)} device(s)")
         if sampler.adapts_across_chains:
-            say(f"{kernel} adapts across chains inside blackjax: its warm-up reports at the end")
             warm = _across_chains(tuple(chosen))
-            position, lp, grad, step_size, inverse_mass, extra = warm(sampler, warmup_root, theta0)
+            keys = warmup_root
         else:
             warm = _over_chains("warmup", tuple(chosen), num_chains)
-            total = num_chains * int(num_warmup)
-            with Progress("warm-up", total, "chain steps", progress) as bar:
-                with reporting(bar, divergences=None):
-                    position, lp, grad, step_size, inverse_mass, extra = warm(
-                        sampler, warmup_keys, theta0
-                    )
-                    jax.block_until_ready(position)
-                bar.update(max(total - bar.done, 0))  # ticks are every few steps
+            keys = warmup_keys
+        total = num_chains * int(num_warmup)
+        with Progress("warm-up", total, "chain steps", progress) as bar:
+            with reporting(bar, divergences=None):
+                position, lp, grad, step_size, inverse_mass, extra = warm(sampler, keys, theta0)
+                jax.block_until_ready(position)
+            bar.update(max(total - bar.done, 0))  # ticks are every few steps
         checkpoint = {
             "position": np.asarray(position),
             "logdensity": np.asarray(lp),
