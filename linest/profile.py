@@ -248,7 +248,9 @@ class Profiler:
                 value, values = self.maximum(index, step, start)
                 if value < target:
                     upper = self._crossing(index, target, inner, step, lambda x: x, values)
-                    return -math.inf, math.log(upper), "profile, one-sided (rate at 0)"
+                    with np.errstate(divide="ignore"):  # a crossing at 0 is a rate pinned there
+                        log_upper = float(np.log(upper))
+                    return -math.inf, log_upper, "profile, one-sided (rate at 0)"
                 inner, start, step = step, values, 2 * step
             return -math.inf, math.inf, "profile, one-sided (rate at 0): unbounded"
         drop = _chi2_1_quantile(level) / 2

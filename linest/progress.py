@@ -209,13 +209,6 @@ class Progress:
         return Update(self.task, self.done, self.total, self.unit, dict(self.fields),
                       now - self.start, rate, final)  # fmt: skip
 
-    def write(self, text: str) -> None:
-        """A message between updates (a bar is redrawn below it)."""
-        if self._bar is not None:
-            self._bar.write(text, file=self.stream)
-        elif self._lines or self._callback is None:
-            print(text, file=self.stream, flush=True)
-
     def close(self) -> None:
         if self._closed:
             return
