@@ -47,15 +47,24 @@ LARGEST_COUNT = 2.0**53
 
 
 def csv_number(
-    where: str, column: str, text, *, nonnegative: bool = False, integer: bool = False
+    where: str,
+    column: str,
+    text,
+    *,
+    nonnegative: bool = False,
+    integer: bool = False,
+    rule: str | None = None,
 ) -> float:
     """A numeric cell of a CSV row: finite, at most :data:`LARGEST` in magnitude, >= 0
     when ``nonnegative``, a whole number >= 0 below 2^53 when ``integer``; else a
-    DataError naming the place and the rule."""
+    DataError naming the place and the rule. ``rule``, when given, is the one message for
+    a value not finite or (``nonnegative``) negative, checked before the size."""
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise DataError(f"{where}: {column} = {text!r} is not a number") from None
+    if rule is not None and (not math.isfinite(value) or (nonnegative and value < 0)):
+        raise DataError(f"{where}: {column} = {text!r} {rule}")
     if not math.isfinite(value):
         raise DataError(f"{where}: {column} = {text!r} is not finite")
     if abs(value) > LARGEST:
@@ -73,13 +82,7 @@ def csv_number(
 def csv_time(where: str, column: str, text) -> float:
     """A time cell of a CSV row: a finite number >= 0 (at most :data:`LARGEST`), else a
     DataError naming the place."""
-    try:
-        t = float(text)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: {column} = {text!r} is not a number") from None
-    if not np.isfinite(t) or t < 0:
-        raise DataError(f"{where}: {column} = {text!r} must be finite and >= 0")
-    return csv_number(where, column, text)
+    return csv_number(where, column, text, nonnegative=True, rule="must be finite and >= 0")
 
 
 def input_file(source, what: str = "") -> Path:

@@ -19,7 +19,7 @@ Python dependency, and it is what blackjax and numpyro use, so a user of this ec
 already has it.
 
 Samplers report from inside their jitted loops by ``jax.debug.callback``, as blackjax's
-own progress utility does: one call per chain and warm-up step, one per chain and
+own progress utility does: one call per chain and 5 warm-up steps, one per chain and
 ``block // 25`` draws (a call costs about 0.2 ms on the CPU); :func:`chain_steps` is the
 callback. The host side only counts, and a bar redraws at most every ``BAR_INTERVAL``
 seconds; what it costs is measured in ``benchmarks/RESULTS.md``.
@@ -43,7 +43,7 @@ BAR_DELAY = 1.0
 #: Seconds between redraws of a bar.
 BAR_INTERVAL = 0.5
 
-__all__ = ["Progress", "Update", "chain_steps", "enabled"]
+__all__ = ["Progress", "Update", "chain_steps", "enabled", "prints"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +103,11 @@ def enabled(progress) -> bool:
     return progress is not None and progress is not False
 
 
+def prints(progress) -> bool:
+    """Whether ``progress`` asks for printed output (a bar or lines; not a callback)."""
+    return progress is True or progress in ("bar", "lines")
+
+
 def _width(stream) -> dict:
     """tqdm's size options: follow the terminal's, or 100 x 24 where it reports 0 x 0 (a
     pseudo-terminal without a size: tqdm would hide the bar)."""
@@ -155,7 +160,7 @@ class Progress:
         self.stream = sys.stderr if stream is None else stream
         if callable(progress) and not isinstance(progress, bool):
             self._callback = progress
-        elif progress is True or progress in ("bar", "lines"):
+        elif prints(progress):
             terminal = bool(getattr(self.stream, "isatty", lambda: False)())
             if progress == "lines" or (progress is True and not (terminal or _in_notebook())):
                 self._lines = True

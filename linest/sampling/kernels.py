@@ -57,7 +57,7 @@ class AbstractKernel(eqx.Module):
     num_warmup: int = eqx.field(static=True)
     block: int = eqx.field(static=True)
     num_samples: int = eqx.field(static=True, default=0)
-    #: Report every chain step to :mod:`linest.progress` (a host callback; off: none).
+    #: Report chain steps to :mod:`linest.progress` (rate-limited host callbacks; off: none).
     progress: bool = eqx.field(static=True, default=False)
 
     #: Whether the warm-up needs every chain at once (``warmup_all``) or runs per chain.
@@ -106,7 +106,7 @@ class AbstractKernel(eqx.Module):
     def scan(self, step, carry, step_size):
         """``lax.scan`` of ``step(carry, i)`` over the block's ``i``. With progress on, a
         tick every ``block // TICKS_PER_BLOCK`` steps (a host callback costs about 0.2 ms:
-        one per step would cost cav's draws 3%), carrying the divergences between ticks;
+        one per step cost cav's draws several percent), carrying the divergences between ticks;
         the tick's condition depends on the scan index only, so it stays a branch (not
         both sides) when the chains are vmapped."""
         if not self.progress:

@@ -19,7 +19,7 @@ from linest._io import check_output, remove_stale_temporaries
 from linest._setup import release_compiled_programs
 from linest.models.base import for_compute
 from linest.priors import Prior, PriorError
-from linest.progress import Progress, reporting
+from linest.progress import Progress, prints, reporting
 from linest.progress import enabled as progress_enabled
 from linest.sampling.base import (
     CHEES_FEW_CHAINS,
@@ -515,7 +515,7 @@ def _say(progress):
     progress gets the :class:`~linest.progress.Update` stream only)."""
 
     def say(text):
-        if progress is True or progress in ("bar", "lines"):
+        if prints(progress):
             print(f"linest sample: {text}", file=sys.stderr, flush=True)
 
     return say
