@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[$*]"
 	@touch $@
 
-.PHONY: test test-slow lint bench demo clean
+.PHONY: test test-slow lint bench demo study clean
 # Two processes: XLA's CPU compiler segfaulted (three times, at different compilations)
 # late in one process running the whole suite, never in a shorter one; one process per
 # module would recompile what modules share (2-3 minutes more). They run side by side
@@ -69,6 +69,15 @@ demo: $(VENV)/.installed-test
 	$(BIN)/python examples/quantum_potential.py --out .
 	$(BIN)/linest fit models/theophylline.toml --plot theophylline.png --overwrite
 	$(BIN)/python examples/ssm.py --out .
+
+# The study answering the notes' questions (docs/study/study.md and its figures): one
+# process per question (see TESTS_1 on long processes), then the report from their numbers.
+STUDY = q1_theorem q2_dimension q3_surrogate_adjoint q4_orders q5_hmc_on_D q6_pictures
+study: $(VENV)/.installed-test
+	@start=$$(date +%s); for q in $(STUDY); do \
+	  $(BIN)/python examples/study/$$q.py --out docs/study $(STUDY_FLAGS) || exit 1; done; \
+	$(BIN)/python examples/study/report.py --out docs/study; \
+	echo "make study: $$(( $$(date +%s) - start )) s"
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
