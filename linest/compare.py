@@ -42,9 +42,17 @@ def compare_gradients(
     compilation excluded) and ``finite``.
     """
     theta = jnp.asarray(theta)
+    compiled = {}  # a method listed again (the reference among the methods) compiles once
 
     def run(gradient):
-        fn = jax.jit(jax.value_and_grad(lambda th: loss(th, gradient)))
+        try:
+            fn = compiled[gradient]
+        except (KeyError, TypeError):  # TypeError: a method that is not hashable
+            fn = jax.jit(jax.value_and_grad(lambda th: loss(th, gradient)))
+            try:
+                compiled[gradient] = fn
+            except TypeError:
+                pass
         value, grad = jax.block_until_ready(fn(theta))
         times = []
         for _ in range(repeats):

@@ -686,7 +686,7 @@ def _scale(value, unit: str) -> str:
 
 def section(numbers: dict) -> str:
     models = numbers["models"]
-    lines = ["## Q6. Seed 003's pictures: exp(tA) x0 and the eigenvalues of the fitted A", ""]
+    lines = ["## 6. Seed 003's pictures: exp(tA) x0 and the eigenvalues of the fitted A", ""]
     claims = []
     for name in ("cav", "ratings"):
         if name in models:
