@@ -87,6 +87,10 @@ def _fit(args) -> int:
     gradient = _gradient_option(args.gradient)
     outputs = [(option, value) for option, value in (("--json", args.json), ("--plot", args.plot))]
     _check_outputs(outputs, spec, args.overwrite)
+    try:
+        reports = spec.model.result_class.check_reports([args.report]) if args.report else []
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     chains = spec.read_data()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)  # printed in the summary
@@ -100,6 +104,8 @@ def _fit(args) -> int:
         )
     print(f"{spec.path}: {chains.source}")
     print(result.summary())
+    if reports:
+        print("\n" + result.report(reports))
     if args.json:
         out = Path(args.json)
         payload = result.to_dict() | {"spec": str(spec.path), "data": str(spec.data["source"])}
@@ -321,6 +327,12 @@ def main(argv=None) -> int:
         "auto (exact up to 64 parameters)",
     )
     fit.add_argument("--quiet", action="store_true", help=QUIET)
+    fit.add_argument(
+        "--report",
+        metavar="NAMES",
+        help="after-fit tables, comma-separated (a CTMC: sojourn, pnext, totlos, envisits, "
+        "efpt; intervals by simulation from the estimate's normal approximation)",
+    )
     fit.add_argument(
         "--plot",
         metavar="PNG",

@@ -36,6 +36,7 @@ import pandas as pd
 from linest.data import Chains, DataError, read_chains, read_count_matrix, state_key
 from linest.engine import expm, expm_times
 from linest.gradients import Eigen, Exact
+from linest.models import ctmc_outputs as outputs
 from linest.models.base import AbstractLinearModel
 from linest.models.result import FitResult, exp_interval
 
@@ -778,7 +779,22 @@ def _unique_rows(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CTMCFit(FitResult):
-    """A CTMC's fit: intensities, hazard ratios, P(t), sojourn times, prevalence."""
+    """A CTMC's fit: intensities, hazard ratios, P(t), sojourn times, prevalence, and msm's
+    after-fit outputs (pnext, totlos, envisits, efpt, ppass, qratio) with intervals.
+
+    The outputs take the interval options of :meth:`FitResult.function_interval` as
+    keywords: ``ci`` (``"normal"``, the default but for qratio: simulation from the
+    estimate's normal approximation as msm's ``ci = "normal"``; ``"delta"``; ``"none"``),
+    ``draws`` (1000) and ``seed`` (0).
+    """
+
+    REPORTS = {  # noqa: RUF012  (a ClassVar of the base class)
+        "sojourn": "mean time in each transient state per visit",
+        "pnext": "probability of each next state (msm's pnext.msm)",
+        "totlos": "expected total time in each state, from the first state, for ever (msm's totlos.msm)",
+        "envisits": "expected number of visits to each state, from the first state (msm's envisits.msm)",
+        "efpt": "expected time to reach the absorbing states, from each state (msm's efpt.msm)",
+    }
 
     def intensities(self) -> pd.DataFrame:
         """Baseline intensities q_rs (at the covariate means) with 95% intervals.
@@ -880,6 +896,210 @@ class CTMCFit(FitResult):
             },
             index=pd.Index([m.labels[i] for i in transient], name="state"),
         )
+
+    # ------------------------------------------------ msm's outputs after a fit
+
+    def _generator_fn(self, covariates):
+        """theta -> Q at the given covariate values (default: their means)."""
+        m, z = self.model, self._z(covariates)
+
+        def generator(theta):
+            Q = m.generator(theta, z)
+            return Q[0] if z is not None else Q
+
+        return generator
+
+    def _state(self, state, what: str) -> int:
+        """A state's index from its code (as in the data) or its label."""
+        m = self.model
+        for i, (code, label) in enumerate(zip(m.states, m.labels)):
+            if str(state) in (str(code), str(label)):
+                return i
+        raise ValueError(
+            f"{what}: unknown state {state!r}; states are {list(m.states)} ({list(m.labels)})"
+        )
+
+    def _start(self, start, what: str) -> np.ndarray:
+        """A distribution over states from a state (code or label) or probabilities."""
+        n = self.model.num_states
+        if isinstance(start, (str, int, np.integer)):
+            p = np.zeros(n)
+            p[self._state(start, what)] = 1.0
+            return p
+        p = np.asarray(start, float)
+        if p.shape != (n,) or np.any(p < 0) or not np.isfinite(p).all() or p.sum() <= 0:
+            raise ValueError(
+                f"{what}: start must be a state or {n} non-negative weights, got {start!r}"
+            )
+        return p / p.sum()
+
+    def _interval_table(self, fn, index, interval) -> pd.DataFrame:
+        """``fn(theta)`` with intervals (``interval``: ``ci``, ``draws``, ``seed`` of
+        :meth:`function_interval`; default ``ci="normal"``, 1000 draws) as a table."""
+        estimate, lower, upper = self.function_interval(fn, **interval)
+        return pd.DataFrame(
+            {"estimate": estimate.ravel(), "lower": lower.ravel(), "upper": upper.ravel()},
+            index=index,
+        )
+
+    def _pattern(self) -> np.ndarray:
+        m = self.model
+        pattern = np.zeros((m.num_states, m.num_states), bool)
+        for r, c in m.transitions:
+            pattern[r, c] = True
+        return pattern
+
+    def pnext(self, covariates=None, **interval) -> pd.DataFrame:
+        """Probability that the next state is s when leaving r, -q_rs / q_rr (msm's pnext.msm),
+        per allowed transition, with intervals (``ci``: see :meth:`function_interval`)."""
+        m, generator = self.model, self._generator_fn(covariates)
+        rows, cols = (np.array(v, int) for v in zip(*m.transitions))
+        index = pd.MultiIndex.from_arrays(
+            [[m.labels[r] for r in rows], [m.labels[c] for c in cols]], names=["from", "to"]
+        )
+        return self._interval_table(
+            lambda t: outputs.pnext(generator(t))[rows, cols], index, interval
+        )
+
+    def totlos(
+        self,
+        start=None,
+        fromt: float = 0.0,
+        tot: float = np.inf,
+        covariates=None,
+        **interval,
+    ) -> pd.DataFrame:
+        """Expected total time in each state between ``fromt`` and ``tot`` from ``start``
+        (a state or a distribution; default the first state): msm's totlos.msm.
+
+        Exact: start^T int P(u) du by one matrix exponential (tot finite), or
+        start_T (-Q_TT)^-1 (tot = inf: absorbing states inf, which needs an absorbing state).
+        """
+        return self._from_start(
+            "totlos",
+            lambda Q, p0, transient, _: outputs.totlos(Q, p0, transient, fromt, tot),
+            start,
+            fromt,
+            tot,
+            covariates,
+            interval,
+        )
+
+    def envisits(
+        self,
+        start=None,
+        fromt: float = 0.0,
+        tot: float = np.inf,
+        covariates=None,
+        **interval,
+    ) -> pd.DataFrame:
+        """Expected number of visits to (entries into) each state: msm's envisits.msm."""
+        return self._from_start(
+            "envisits",
+            lambda Q, p0, transient, absorbing: outputs.envisits(
+                Q, p0, transient, absorbing, fromt, tot
+            ),
+            start,
+            fromt,
+            tot,
+            covariates,
+            interval,
+        )
+
+    def _from_start(self, what, fn, start, fromt, tot, covariates, interval):
+        """A per-state table of ``fn(Q, start distribution, transient, absorbing)``."""
+        m, generator = self.model, self._generator_fn(covariates)
+        p0 = jnp.asarray(self._start(m.states[0] if start is None else start, what))
+        transient, absorbing = self._transient_absorbing(what, fromt, tot)
+        return self._interval_table(
+            lambda t: fn(generator(t), p0, transient, absorbing),
+            pd.Index(list(m.labels), name="state"),
+            interval,
+        )
+
+    def _transient_absorbing(self, what, fromt, tot):
+        if not (np.isfinite(fromt) and fromt >= 0 and tot >= fromt):
+            raise ValueError(f"{what}: need 0 <= fromt <= tot, got fromt={fromt!r}, tot={tot!r}")
+        absorbing = outputs.absorbing_states(self._pattern())
+        transient = [i for i in range(self.model.num_states) if i not in absorbing]
+        if np.isinf(tot):
+            if not absorbing:
+                raise ValueError(f"{what}: tot = inf needs an absorbing state; give a finite tot")
+            closed = outputs.passage_finite(self._pattern(), absorbing)
+            if not all(closed[i] for i in transient):
+                raise ValueError(
+                    f"{what}: tot = inf needs every transient state to be absorbed eventually; "
+                    "this chain has a closed class without an absorbing state: give a finite tot"
+                )
+        return transient, absorbing
+
+    def efpt(
+        self,
+        tostate=None,
+        start="all",
+        covariates=None,
+        **interval,
+    ) -> pd.DataFrame:
+        """Expected first passage time into ``tostate`` (a state or a list of states) from
+        each state, or averaged over ``start`` (a state or a distribution): msm's efpt.msm.
+        inf where another absorbing state or closed class may be entered first. Without
+        ``tostate``: into the absorbing states (all of them together)."""
+        m, generator = self.model, self._generator_fn(covariates)
+        if tostate is None:
+            tostate = [m.states[i] for i in outputs.absorbing_states(self._pattern())]
+            if not tostate:
+                raise ValueError("efpt: the chain has no absorbing state; name tostate")
+        states = tostate if isinstance(tostate, (list, tuple)) else [tostate]
+        targets = [self._state(s, "efpt") for s in states]
+        finite = outputs.passage_finite(self._pattern(), targets)
+
+        def fn(t):
+            return outputs.efpt(generator(t), targets, finite)
+
+        if isinstance(start, str) and start == "all":
+            return self._interval_table(fn, pd.Index(list(m.labels), name="from"), interval)
+        p0 = jnp.asarray(self._start(start, "efpt"))
+        return self._interval_table(
+            lambda t: (p0 @ fn(t))[None], pd.Index(["start"], name="from"), interval
+        )
+
+    def ppass(
+        self,
+        tot: float,
+        start="all",
+        covariates=None,
+        **interval,
+    ) -> pd.DataFrame:
+        """Probability of having entered each state by time ``tot``: msm's ppass.msm. Rows
+        (from, to) for every pair, or (``start``, to) for a state or distribution."""
+        m, generator = self.model, self._generator_fn(covariates)
+        if not (np.isfinite(tot) and tot >= 0):
+            raise ValueError(f"ppass: tot must be a finite time >= 0, got {tot!r}")
+        labels = list(m.labels)
+        if isinstance(start, str) and start == "all":
+            index = pd.MultiIndex.from_product([labels, labels], names=["from", "to"])
+            return self._interval_table(lambda t: outputs.ppass(generator(t), tot), index, interval)
+        p0 = jnp.asarray(self._start(start, "ppass"))
+        index = pd.MultiIndex.from_product([["start"], labels], names=["from", "to"])
+        return self._interval_table(
+            lambda t: p0 @ outputs.ppass(generator(t), tot), index, interval
+        )
+
+    def qratio(self, ind1, ind2, covariates=None, **interval) -> pd.Series:
+        """Ratio q[ind1] / q[ind2] of two entries of Q (each a pair of states; diagonal
+        entries allowed), with an interval: msm's qratio.msm (default the delta method)."""
+        generator = self._generator_fn(covariates)
+        i1 = tuple(self._state(s, "qratio") for s in ind1)
+        i2 = tuple(self._state(s, "qratio") for s in ind2)
+        Q = np.asarray(generator(jnp.asarray(self.theta)))
+        if Q[i2] == 0:
+            raise ValueError(f"qratio: the denominator q{tuple(ind2)} is 0")
+        estimate, lower, upper = self.function_interval(
+            lambda t: (generator(t)[i1] / generator(t)[i2])[None],
+            ci=interval.pop("ci", "delta"),
+            **interval,
+        )
+        return pd.Series({"estimate": estimate[0], "lower": lower[0], "upper": upper[0]})
 
     def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Observed and expected numbers in each state at ``times`` (msm's prevalence.msm).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -150,6 +151,30 @@ class FitResult:
     level: float = 0.95
     model_error: ModelError | None = None
 
+    #: Named after-fit tables (``linest fit --report NAME,...``) and their titles; each is
+    #: the method of the same name with its defaults. A model's result class adds its own.
+    REPORTS: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def check_reports(cls, names) -> list[str]:
+        """The report names, checked: a ValueError names the unknown ones and the choices."""
+        names = [n.strip() for item in names for n in str(item).split(",") if n.strip()]
+        unknown = [n for n in names if n not in cls.REPORTS]
+        if unknown:
+            offered = ", ".join(cls.REPORTS) or "none"
+            raise ValueError(f"--report: unknown report(s) {unknown}; this model offers: {offered}")
+        return names
+
+    def report(self, names) -> str:
+        """The named tables (:attr:`REPORTS`) as text, with their titles."""
+        blocks = []
+        for name in self.check_reports(names):
+            method = getattr(self, name)
+            blocks.append(f"{name}: {self.REPORTS[name]} ({100 * self.level:g}% intervals):")
+            with pd.option_context("display.width", 120, "display.max_rows", 200):
+                blocks.append(method().to_string(float_format=lambda v: f"{v:.6g}") + "\n")
+        return "\n".join(blocks)
+
     def theta_intervals(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(lower, upper, method) per parameter on the fitting scale: the profile
         interval where one was computed, else Wald (estimate -/+ z se). A rate at 0 has
@@ -183,6 +208,99 @@ class FitResult:
     @property
     def se(self) -> np.ndarray:
         return np.sqrt(np.diag(self.covariance))
+
+    @property
+    def num_free(self) -> int:
+        """Parameters the fit estimated: the rank of the covariance (a parameter held by
+        :class:`linest.Constrained` has none, a group held equal counts once: the
+        covariance J C J^T of the free parameters' C has exactly their number as rank;
+        eigenvalues below 1e-12 of the largest count as 0)."""
+        values = np.linalg.eigvalsh((self.covariance + self.covariance.T) / 2)
+        if not np.all(np.isfinite(values)):
+            return len(self.theta)
+        return int(np.sum(values > 1e-12 * max(values.max(), 0.0)))
+
+    @property
+    def aic(self) -> float:
+        """Akaike's criterion -2 log L + 2 k, k the estimated parameters (R's AIC(msm fit))."""
+        return self.minus2loglik + 2 * self.num_free
+
+    def function_interval(self, fn, ci: str = "normal", draws: int = 1000, seed: int = 0):
+        """``fn(theta)`` (a JAX function to an array) at the estimate, with intervals.
+
+        ``ci``: ``"normal"`` simulates ``draws`` values of theta from the estimate's normal
+        approximation N(theta, covariance) and takes the quantiles of ``fn`` (msm's
+        ``ci = "normal"``); ``"delta"`` is the delta method on the log scale of ``|fn|``
+        (entries that are 0 or infinite get no interval); ``"none"`` gives NaN bounds.
+        The level is the fit's (``level``, default 0.95). Returns (estimate, lower, upper).
+        """
+        import jax
+        import jax.numpy as jnp
+
+        theta = np.asarray(self.theta, float)
+        estimate = np.asarray(fn(jnp.asarray(theta)), float)
+        nan = np.full(estimate.shape, np.nan)
+        if ci == "none":
+            return estimate, nan, nan.copy()
+        if not np.all(np.isfinite(self.covariance)):
+            raise ValueError(
+                f"intervals (ci={ci!r}) need the covariance, which this fit does not have "
+                "(the information matrix is not positive definite); use ci='none'"
+            )
+        tail = (1 - self.level) / 2
+        if ci == "normal":
+            values, vectors = np.linalg.eigh((self.covariance + self.covariance.T) / 2)
+            root = vectors * np.sqrt(np.clip(values, 0, None))
+            noise = np.random.default_rng(seed).standard_normal((draws, len(theta)))
+            finite = np.where(np.isfinite(theta), theta, -745.0)  # a rate at 0: exp -> 0
+            samples = jax.vmap(fn)(jnp.asarray(finite + noise @ root.T))
+            samples = np.asarray(samples, float)
+            with np.errstate(invalid="ignore"):
+                lower = np.nanquantile(samples, tail, axis=0)
+                upper = np.nanquantile(samples, 1 - tail, axis=0)
+            return estimate, lower, upper
+        if ci == "delta":
+            from scipy.special import ndtri
+
+            z = float(ndtri(1 - tail))
+            J = np.asarray(
+                jax.jacobian(lambda t: jnp.log(jnp.abs(fn(t))))(jnp.asarray(theta)), float
+            )
+            J = J.reshape(estimate.size, len(theta))
+            with np.errstate(invalid="ignore"):
+                se = np.sqrt(np.einsum("ip,pq,iq->i", J, self.covariance, J)).reshape(
+                    estimate.shape
+                )
+                ok = np.isfinite(estimate) & (estimate != 0) & np.isfinite(se)
+                lower = np.where(ok, estimate * np.exp(-np.sign(estimate) * z * se), np.nan)
+                upper = np.where(ok, estimate * np.exp(np.sign(estimate) * z * se), np.nan)
+            return estimate, np.minimum(lower, upper), np.maximum(lower, upper)
+        raise ValueError(f"ci={ci!r}: expected 'normal', 'delta' or 'none'")
+
+    def lrtest(self, smaller: FitResult) -> dict:
+        """Likelihood-ratio test of ``smaller`` (a fit nested in this one) against this fit.
+
+        Returns ``{"statistic": 2 (log L - log L_smaller), "df", "p_value"}`` (chi-square
+        with df the difference in estimated parameters; msm's ``lrtest.msm``). Raises if
+        the smaller fit has as many parameters, or a larger likelihood by more than 1e-6
+        (then it is not nested, or one fit did not converge).
+        """
+        from scipy.stats import chi2
+
+        df = self.num_free - smaller.num_free
+        if df <= 0:
+            raise ValueError(
+                f"lrtest: the smaller fit has {smaller.num_free} parameters, this one "
+                f"{self.num_free}: call it on the larger fit with the nested one as argument"
+            )
+        statistic = 2 * (self.loglik - smaller.loglik)
+        if statistic < -1e-6:
+            raise ValueError(
+                f"lrtest: the smaller fit's log-likelihood is larger by {-statistic / 2:.6g}: "
+                "the fits are not nested, or one did not converge"
+            )
+        statistic = max(statistic, 0.0)
+        return {"statistic": statistic, "df": df, "p_value": float(chi2.sf(statistic, df))}
 
     @property
     def param_names(self) -> tuple[str, ...]:

@@ -1,0 +1,175 @@
+"""msm's after-fit outputs (pnext, totlos, envisits, efpt, ppass, qratio, AIC, lrtest) on cav
+against msm 1.7 run on the same data (tests/models/msm/cav_outputs.R wrote
+tests/models/msm/cav_outputs.json), and against closed forms and simulation."""
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import linest
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "data"
+MSM = json.loads((HERE / "msm" / "cav_outputs.json").read_text())
+TRANSITIONS = ["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"]
+
+
+@pytest.fixture(scope="module")
+def chains():
+    return linest.read_chains(DATA / "cav.csv", subject="PTNUM", time="years", state="state")
+
+
+@pytest.fixture(scope="module")
+def fit(chains):
+    model = linest.CTMC(states=[1, 2, 3, 4], transitions=TRANSITIONS, exact=[4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return linest.fit(model, chains, progress=False)
+
+
+@pytest.fixture(scope="module")
+def at_msm(fit):
+    """Our result object at msm's estimates and covariance (point values must agree to rounding)."""
+    return dataclasses.replace(
+        fit, theta=np.asarray(MSM["estimates"]), covariance=np.asarray(MSM["covariance"])
+    )
+
+
+def allowed(matrix):
+    rows, cols = zip(*[(int(t[0]) - 1, int(t[2]) - 1) for t in TRANSITIONS])
+    return np.asarray(matrix)[list(rows), list(cols)]
+
+
+def close(ours, theirs, rtol):
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    finite = np.isfinite(theirs)
+    assert np.array_equal(finite, np.isfinite(ours)), (ours, theirs)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=rtol)
+
+
+def test_point_values_equal_msm_at_its_estimates(at_msm):
+    np.testing.assert_allclose(np.asarray(at_msm.qmatrix()), np.asarray(MSM["qmatrix"]), rtol=1e-12)
+    close(at_msm.pnext(ci="none").estimate, allowed(MSM["pnext_normal"]["estimate"]), 1e-10)
+    close(at_msm.totlos(ci="none").estimate, MSM["totlos_inf"], 1e-6)
+    close(at_msm.totlos(tot=10, ci="none").estimate, MSM["totlos_10"]["estimate"], 1e-8)
+    close(
+        at_msm.totlos(fromt=2, tot=10, start=[0.5, 0.5, 0, 0], ci="none").estimate,
+        MSM["totlos_from2_to10_start_half"],
+        1e-8,
+    )
+    close(at_msm.envisits(ci="none").estimate, MSM["envisits_inf"], 1e-6)
+    close(at_msm.envisits(tot=10, ci="none").estimate, MSM["envisits_10"], 1e-8)
+    close(at_msm.efpt(4, ci="none").estimate, MSM["efpt_to4"]["estimate"], 1e-10)
+    close(at_msm.efpt(3, ci="none").estimate, MSM["efpt_to3"], 1e-10)
+    close(
+        at_msm.ppass(5, ci="none").estimate.to_numpy().reshape(4, 4),
+        MSM["ppass_5"]["estimate"],
+        1e-8,
+    )
+    q = at_msm.qratio((2, 3), (2, 1))
+    assert abs(q.estimate / MSM["qratio_23_over_21"][0] - 1) < 1e-10
+
+
+def test_intervals_within_5_percent_of_msm(fit):
+    """Our fit's normal-approximation intervals (20000 draws) against msm's (10000 draws:
+    msm's default 1000 leaves a Monte Carlo error of up to 5% in a skewed tail)."""
+    draws = 20000
+    table = fit.pnext(draws=draws)
+    close(table.lower, allowed(MSM["pnext_normal"]["lower"]), 0.05)
+    close(table.upper, allowed(MSM["pnext_normal"]["upper"]), 0.05)
+    table = fit.pnext(ci="delta")
+    close(table.lower, allowed(MSM["pnext_delta"]["lower"]), 0.05)
+    close(table.upper, allowed(MSM["pnext_delta"]["upper"]), 0.05)
+    for ours, key in (
+        (fit.totlos(tot=10, draws=draws), "totlos_10"),
+        (fit.efpt(4, draws=draws), "efpt_to4"),
+    ):
+        close(ours.lower.to_numpy()[:3], MSM[key]["lower"][:3], 0.05)
+        close(ours.upper.to_numpy()[:3], MSM[key]["upper"][:3], 0.05)
+    pp = fit.ppass(5, draws=draws)
+    theirs = np.asarray(MSM["ppass_5"]["upper"])
+    off = ~np.eye(4, dtype=bool) & (np.asarray(MSM["ppass_5"]["estimate"]) > 0)
+    close(pp.upper.to_numpy().reshape(4, 4)[off], theirs[off], 0.05)
+    q = fit.qratio((2, 3), (2, 1))
+    assert abs(q.lower / MSM["qratio_23_over_21"][2] - 1) < 0.05
+    assert abs(q.upper / MSM["qratio_23_over_21"][3] - 1) < 0.05
+
+
+def test_aic_and_lrtest(fit, chains):
+    """AIC as R's AIC(msm fit); the likelihood-ratio test against a fit with q(2-4) = q(3-4)."""
+    assert abs(fit.aic - (MSM["minus2loglik"] + 14)) < 0.02
+    smaller = linest.Constrained(fit.model, equal=[["log q(2-4)", "log q(3-4)"]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nested = linest.fit(smaller, chains, progress=False)
+    test = fit.lrtest(nested)
+    assert test["df"] == 1
+    assert abs(test["statistic"] - (nested.minus2loglik - fit.minus2loglik)) < 1e-9
+    assert 0 <= test["p_value"] <= 1
+    with pytest.raises(ValueError, match="smaller fit"):
+        nested.lrtest(fit)
+
+
+def test_closed_forms_on_a_two_state_chain():
+    """1 -> 2 at rate a, 2 absorbing: totlos = 1/a, efpt = 1/a, ppass = 1 - e^{-at},
+    envisits = (1, 1), pnext = 1; finite totlos = (1 - e^{-aT}) / a."""
+    a = 0.7
+    model = linest.CTMC(states=[1, 2], transitions=["1-2"])
+    rng = np.random.default_rng(0)
+    from linest.simulate import simulate_panel
+
+    data = linest.read_chains(simulate_panel(model, [np.log(a)], 200, 5.0, rng), kind="panel")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = linest.fit(model, data, progress=False)
+    f = dataclasses.replace(f, theta=np.array([np.log(a)]))
+    assert abs(f.totlos(ci="none").estimate.iloc[0] - 1 / a) < 1e-12
+    assert abs(f.totlos(tot=2.0, ci="none").estimate.iloc[0] - (1 - np.exp(-2 * a)) / a) < 1e-12
+    assert abs(f.efpt(2, ci="none").estimate.iloc[0] - 1 / a) < 1e-12
+    assert abs(f.ppass(3.0, ci="none").estimate.loc[("1", "2")] - (1 - np.exp(-3 * a))) < 1e-12
+    np.testing.assert_allclose(f.envisits(ci="none").estimate, [0.0, 1.0], atol=1e-12)
+
+
+def test_bad_requests_name_the_argument(fit):
+    with pytest.raises(ValueError, match="unknown state 7"):
+        fit.efpt(7)
+    with pytest.raises(ValueError, match="fromt"):
+        fit.totlos(fromt=5, tot=2)
+    with pytest.raises(ValueError, match="start"):
+        fit.totlos(start=[1, 2])
+    with pytest.raises(ValueError, match="ci="):
+        fit.pnext(ci="bootstrap")
+    with pytest.raises(ValueError, match="denominator"):
+        fit.qratio((1, 2), (1, 3))
+
+
+def test_covariates_on_some_transitions_match_msm():
+    """msm's covariates = list("1-2" = ~sex, "2-3" = ~sex, "3-4" = ~sex) on cav
+    (tests/models/msm/cav_transition_covariates.R): -2LL at msm's crude start and at the
+    optimum, and the estimates."""
+    ref = json.loads((HERE / "msm" / "cav_transition_covariates.json").read_text())
+    chains = linest.read_chains(
+        DATA / "cav.csv", subject="PTNUM", time="years", state="state", covariates=["sex"]
+    )
+    effects = [("1-2", "sex"), ("2-3", "sex"), ("3-4", "sex")]
+    model = linest.CTMC([1, 2, 3, 4], TRANSITIONS, exact=[4], covariates=["sex"], effects=effects)
+    crude = ref["crude"]  # column-major over the pattern: q21, q12, q32, q23, q14, q24, q34
+    rates = [crude[1], crude[4], crude[0], crude[3], crude[5], crude[2], crude[6]]
+    start = np.r_[np.log(rates), np.zeros(3)]
+    statistics = model.statistics(chains)
+    assert abs(-2 * float(model.loglik(start, statistics)) - ref["start"]) < 1e-4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = linest.fit(model, chains, progress=False)
+    assert result.converged
+    assert abs(result.minus2loglik - ref["optimum"]) < 1e-3
+    msm_theta = np.r_[ref["estimates"][:7], np.asarray(ref["estimates"])[[7, 10, 13]]]
+    np.testing.assert_allclose(result.theta, msm_theta, atol=2e-3)
+    with pytest.raises(ValueError, match="not allowed"):
+        linest.CTMC(
+            [1, 2, 3, 4], TRANSITIONS, exact=[4], covariates=["sex"], effects=[("1-3", "sex")]
+        )
