@@ -9,11 +9,13 @@ __all__ = ["plot_posterior", "plot_prevalence", "plot_snapshots", "plot_velocity
 
 
 def plot_prevalence(result, data, times=None):
-    """Observed (points) and expected (lines) percentage in each state over time.
+    """Observed (points) and expected (lines) percentage in each state over time, with
+    95% bands on the expected ones where the result gives them (``expected_prevalence``:
+    the estimate's normal approximation, as msm's prevalence.msm with ci = "normal").
 
     The visual check of a Markov model's fit that msm's ``plot.prevalence.msm`` gives:
-    systematic gaps mean the model (e.g. time-homogeneity) does not describe the data.
-    Returns the matplotlib Figure.
+    systematic gaps beyond the bands mean the model (e.g. time-homogeneity) does not
+    describe the data. Returns the matplotlib Figure.
     """
     import matplotlib
 
@@ -23,6 +25,9 @@ def plot_prevalence(result, data, times=None):
     if times is None:
         times = np.linspace(0, float(np.max(data.time)), 25)
     observed, expected = result.prevalence(data, times)
+    bands = None
+    if hasattr(result, "expected_prevalence") and np.all(np.isfinite(result.covariance)):
+        bands = result.expected_prevalence(data, times)
     total = observed.sum(axis=1).to_numpy()[:, None]
     total = np.where(total > 0, total, np.nan)
     figure, axes = plt.subplots(figsize=(7, 4.5))
@@ -30,9 +35,15 @@ def plot_prevalence(result, data, times=None):
         color = f"C{k}"
         axes.plot(times, 100 * observed.iloc[:, k] / total[:, 0], "o", color=color, ms=4)
         axes.plot(times, 100 * expected.iloc[:, k] / total[:, 0], "-", color=color, label=label)
+        if bands is not None:
+            rows = bands.xs(label, level="state")
+            axes.fill_between(times, rows.lower, rows.upper, color=color, alpha=0.15, lw=0)
     axes.set_xlabel("time")
     axes.set_ylabel("% of subjects observed")
-    axes.set_title("Prevalence: observed (points) and expected by the model (lines)")
+    axes.set_title(
+        "Prevalence: observed (points), expected by the model (lines"
+        + (", 95% bands)" if bands is not None else ")")
+    )
     axes.legend(title="state", frameon=False)
     figure.tight_layout()
     return figure

@@ -1101,6 +1101,33 @@ class CTMCFit(FitResult):
         )
         return pd.Series({"estimate": estimate[0], "lower": lower[0], "upper": upper[0]})
 
+    def expected_prevalence(self, data, times, **interval) -> pd.DataFrame:
+        """Expected percentage in each state at ``times``, 100 pi0 P(t), with intervals
+        (msm's prevalence.msm "Expected percentages" with ``ci``; ``pi0`` the distribution
+        of the subjects' first observed states, P at the covariate means).
+
+        Rows (time, state); columns estimate, lower, upper (interval options as the other
+        outputs: default ``ci="normal"``, 1000 draws).
+        """
+        m = self.model
+        if data.kind != "panel":
+            raise ValueError("expected_prevalence needs panel data (read_chains kind='panel')")
+        times = np.atleast_1d(np.asarray(times, float))
+        if not (np.all(np.isfinite(times)) and np.all(times >= 0)):
+            raise ValueError(f"expected_prevalence: times must be finite and >= 0, got {times!r}")
+        position = {s: i for i, s in enumerate(m.states)}
+        first = np.r_[True, data.subject[1:] != data.subject[:-1]]
+        codes = np.array([position[s] for s in np.asarray(data.state)[first]])
+        pi0 = jnp.asarray(np.bincount(codes, minlength=m.num_states) / len(codes))
+        generator = self._generator_fn(None)
+
+        def percentages(theta):
+            P = expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact())
+            return 100 * jnp.einsum("i,tij->tj", pi0, P)
+
+        index = pd.MultiIndex.from_product([times, list(m.labels)], names=["time", "state"])
+        return self._interval_table(percentages, index, interval)
+
     def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Observed and expected numbers in each state at ``times`` (msm's prevalence.msm).
 

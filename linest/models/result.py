@@ -111,6 +111,19 @@ class ModelError:
         }
 
 
+def _posterior_theta(posterior) -> np.ndarray:
+    """theta draws (..., p) from a posterior tree (``linest.sample``) or an array."""
+    if isinstance(posterior, np.ndarray):
+        return np.asarray(posterior, float)
+    try:
+        return np.asarray(posterior["posterior"]["theta"].values, float)
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(
+            "ci: expected 'normal', 'delta', 'none', a posterior (the tree linest.sample "
+            f"returns) or an array of theta draws; got {type(posterior).__name__}"
+        ) from None
+
+
 @dataclasses.dataclass(eq=False)
 class FitResult:
     """The maximum-likelihood fit of a model: estimates, uncertainty and diagnostics.
@@ -225,19 +238,36 @@ class FitResult:
         """Akaike's criterion -2 log L + 2 k, k the estimated parameters (R's AIC(msm fit))."""
         return self.minus2loglik + 2 * self.num_free
 
-    def function_interval(self, fn, ci: str = "normal", draws: int = 1000, seed: int = 0):
+    def function_interval(self, fn, ci: object = "normal", draws: int = 1000, seed: int = 0):
         """``fn(theta)`` (a JAX function to an array) at the estimate, with intervals.
 
         ``ci``: ``"normal"`` simulates ``draws`` values of theta from the estimate's normal
         approximation N(theta, covariance) and takes the quantiles of ``fn`` (msm's
         ``ci = "normal"``); ``"delta"`` is the delta method on the log scale of ``|fn|``
-        (entries that are 0 or infinite get no interval); ``"none"`` gives NaN bounds.
-        The level is the fit's (``level``, default 0.95). Returns (estimate, lower, upper).
+        (entries that are 0 or infinite get no interval); ``"none"`` gives NaN bounds; a
+        posterior (the ArviZ tree ``linest.sample`` returns, or an array of theta draws
+        (..., p)) gives the posterior median of ``fn`` and its equal-tailed credible
+        interval. The level is the fit's (``level``, default 0.95). Returns (estimate,
+        lower, upper).
         """
         import jax
         import jax.numpy as jnp
 
         theta = np.asarray(self.theta, float)
+        tail = (1 - self.level) / 2
+        if not isinstance(ci, str):
+            thetas = _posterior_theta(ci)
+            if thetas.shape[-1] != len(theta):
+                raise ValueError(
+                    f"ci: the posterior has {thetas.shape[-1]} parameters, this fit {len(theta)}"
+                )
+            samples = np.asarray(jax.vmap(fn)(jnp.asarray(thetas.reshape(-1, len(theta)))), float)
+            with np.errstate(invalid="ignore"):
+                return (
+                    np.nanmedian(samples, axis=0),
+                    np.nanquantile(samples, tail, axis=0),
+                    np.nanquantile(samples, 1 - tail, axis=0),
+                )
         estimate = np.asarray(fn(jnp.asarray(theta)), float)
         nan = np.full(estimate.shape, np.nan)
         if ci == "none":
@@ -247,7 +277,6 @@ class FitResult:
                 f"intervals (ci={ci!r}) need the covariance, which this fit does not have "
                 "(the information matrix is not positive definite); use ci='none'"
             )
-        tail = (1 - self.level) / 2
         if ci == "normal":
             values, vectors = np.linalg.eigh((self.covariance + self.covariance.T) / 2)
             root = vectors * np.sqrt(np.clip(values, 0, None))

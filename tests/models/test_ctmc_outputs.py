@@ -173,3 +173,32 @@ def test_covariates_on_some_transitions_match_msm():
         linest.CTMC(
             [1, 2, 3, 4], TRANSITIONS, exact=[4], covariates=["sex"], effects=[("1-3", "sex")]
         )
+
+
+def test_expected_prevalence_matches_msm(fit, at_msm, chains):
+    """prevalence.msm(ci = "normal")'s expected percentages (tests/models/msm/cav_prevalence.R):
+    the point values at msm's estimates to 1e-8, the 95% bands of our fit within 5%."""
+    ref = json.loads((HERE / "msm" / "cav_prevalence.json").read_text())
+    times = ref["times"]
+    point = at_msm.expected_prevalence(chains, times, ci="none").estimate.to_numpy()
+    np.testing.assert_allclose(point.reshape(4, 4), ref["estimate"], rtol=1e-8)
+    ours = fit.expected_prevalence(chains, times, draws=20000)
+    np.testing.assert_allclose(ours.lower.to_numpy().reshape(4, 4), ref["lower"], rtol=0.05)
+    np.testing.assert_allclose(ours.upper.to_numpy().reshape(4, 4), ref["upper"], rtol=0.05)
+    figure = fit.plot(chains)  # observed points, expected lines and their bands
+    assert len(figure.axes[0].collections) == 4
+
+
+def test_outputs_over_posterior_draws(fit):
+    """ci = a posterior (theta draws): the median and quantiles of the output over the draws.
+    Draws from the estimate's normal approximation give what ci="normal" gives from them."""
+    rng = np.random.default_rng(0)
+    draws = rng.multivariate_normal(fit.theta, fit.covariance, size=(2, 1500))
+    table = fit.totlos(tot=10, ci=draws)
+    normal = fit.totlos(tot=10, draws=20000)
+    np.testing.assert_allclose(table.lower, normal.lower, rtol=0.02)
+    np.testing.assert_allclose(table.upper, normal.upper, rtol=0.02)
+    # the posterior median, not the point estimate: 2% apart here (totlos is not linear)
+    np.testing.assert_allclose(table.estimate, normal.estimate, rtol=0.03)
+    with pytest.raises(ValueError, match="posterior"):
+        fit.totlos(ci=[1, 2])
