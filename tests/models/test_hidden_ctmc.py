@@ -1,6 +1,7 @@
 """CTMC with misclassification (msm's hidden Markov model): msm's numbers on cav, brute-force
 enumeration of hidden paths, finite differences, recovery from simulated data, bad input."""
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -411,3 +412,25 @@ def test_nuts_posterior_of_the_misclassification_model_agrees_with_the_mle(cav, 
     import arviz as az
 
     assert float(az.rhat(tree, var_names=["theta"])["theta"].max()) < 1.02
+
+
+def test_after_fit_outputs_match_msm(cav_fit):
+    """pnext, totlos, efpt, ppass of the hidden model's latent chain at msm's estimates equal
+    msm 1.7's (tests/models/msm/cav_misc_outputs.R); the intervals come with them."""
+    ref = json.loads((Path(__file__).parent / "msm" / "cav_misc_outputs.json").read_text())
+    theta = np.asarray(cav_fit.theta, float).copy()
+    theta[:5] = ref["log_rates"]
+    at_msm = dataclasses.replace(cav_fit, theta=theta)
+    pairs = [(0, 1), (0, 3), (1, 2), (1, 3), (2, 3)]
+    pnext = np.asarray(ref["pnext"])[tuple(zip(*pairs))]
+    np.testing.assert_allclose(at_msm.pnext(ci="none").estimate, pnext, rtol=1e-10)
+    np.testing.assert_allclose(
+        at_msm.totlos(ci="none").estimate[:3], np.asarray(ref["totlos"][:3], float), rtol=1e-6
+    )
+    np.testing.assert_allclose(at_msm.efpt(4, ci="none").estimate, ref["efpt"], rtol=1e-10)
+    ppass = at_msm.ppass(5, ci="none").estimate.to_numpy().reshape(4, 4)
+    np.testing.assert_allclose(ppass, ref["ppass"], rtol=1e-8, atol=1e-14)
+    table = cav_fit.totlos(draws=300)
+    assert np.all(table.lower[:3] < table.estimate[:3]) and np.all(
+        table.estimate[:3] < table.upper[:3]
+    )
