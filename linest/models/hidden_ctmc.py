@@ -109,6 +109,11 @@ class HiddenCTMC(AbstractLinearModel):
     initial : sequence of float, optional
         Probabilities of the true state at each subject's first visit (msm's
         ``initprobs``; default: the first state, as msm).
+    estimate_initial : bool
+        Estimate those probabilities (msm's ``est.initprobs``): parameters
+        ``eta init(s) = log(p_s / p_first)`` for every state ``s`` after the first whose
+        ``initial`` probability is positive (the others stay at 0); ``initial`` is the
+        starting point, so give it as positive where a state may start.
 
     Examples
     --------
@@ -128,6 +133,7 @@ class HiddenCTMC(AbstractLinearModel):
     starting_probabilities: tuple[float, ...] = eqx.field(static=True)
     obstrue: str | None = eqx.field(static=True)
     initial: tuple[float, ...] = eqx.field(static=True)
+    estimate_initial: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -142,6 +148,7 @@ class HiddenCTMC(AbstractLinearModel):
         initial: Sequence[float] | None = None,
         censor: Mapping | None = None,
         pci: Sequence[float] = (),
+        estimate_initial: bool = False,
     ):
         caller = "HiddenCTMC"
         covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
@@ -257,10 +264,20 @@ class HiddenCTMC(AbstractLinearModel):
             raise ValueError(
                 f"{caller}: initial must hold {n} probabilities summing to 1, got {list(initial)!r}"
             )
+        if not isinstance(estimate_initial, bool):
+            raise ValueError(
+                f"{caller}: estimate_initial must be true or false, got {estimate_initial!r}"
+            )
+        if estimate_initial and (initial[0] <= 0 or sum(x > 0 for x in initial) < 2):
+            raise ValueError(
+                f"{caller}: estimate_initial needs initial probabilities positive for the first "
+                f"state (the base of the logits) and at least one other, got {list(initial)!r}"
+            )
         self.misclassification = tuple(pairs)
         self.starting_probabilities = tuple(start)
         self.obstrue = obstrue
         self.initial = initial
+        self.estimate_initial = estimate_initial
 
     # ------------------------------------------------------------------ the chain's views
 
@@ -293,6 +310,7 @@ class HiddenCTMC(AbstractLinearModel):
             initial=self.initial,
             censor={code: [names[i] for i in members] for code, members in self.censor},
             pci=self.pci,
+            estimate_initial=self.estimate_initial,
         )
 
     def misclassification_name(self, k: int) -> str:
@@ -318,27 +336,53 @@ class HiddenCTMC(AbstractLinearModel):
     # ------------------------------------------------------------------ parameters
 
     @property
+    def initial_free(self) -> tuple[int, ...]:
+        """States whose initial probability is estimated (after the first, the logits' base)."""
+        if not self.estimate_initial:
+            return ()
+        return tuple(k for k in range(1, self.num_states) if self.initial[k] > 0)
+
+    @property
     def param_names(self) -> tuple[str, ...]:
         own = tuple(
             f"eta e({self.misclassification_name(k)})" for k in range(len(self.misclassification))
         )
-        return self.chain.param_names + own
+        init = tuple(f"eta init({self.states[k]})" for k in self.initial_free)
+        return self.chain.param_names + own + init
 
-    prior_kinds: ClassVar[tuple[str, ...]] = ("log_rate", "effect", "misclassification")
+    prior_kinds: ClassVar[tuple[str, ...]] = ("log_rate", "effect", "misclassification", "initial")
 
     @property
     def param_kinds(self) -> tuple[str, ...]:
-        return self.chain.param_kinds + ("misclassification",) * len(self.misclassification)
+        return (
+            self.chain.param_kinds
+            + ("misclassification",) * len(self.misclassification)
+            + ("initial",) * len(self.initial_free)
+        )
 
     @property
     def param_positive(self) -> tuple[bool, ...]:
-        return self.chain.param_positive + (False,) * len(self.misclassification)
+        return self.chain.param_positive + (False,) * (
+            len(self.misclassification) + len(self.initial_free)
+        )
+
+    def initial_probabilities(self, theta) -> jax.Array:
+        """The true state's distribution at the first visit (n,): ``initial``, or the
+        multinomial logit of the ``eta init`` parameters (msm's est.initprobs)."""
+        theta = jnp.asarray(theta)
+        if not self.estimate_initial:
+            return jnp.asarray(self.initial, theta.dtype)
+        free = list(self.initial_free)
+        eta = theta[..., len(self.param_names) - len(free) :]
+        logits = jnp.full((*eta.shape[:-1], self.num_states), -jnp.inf, theta.dtype)
+        logits = logits.at[..., 0].set(0.0).at[..., free].set(eta)
+        return jax.nn.softmax(logits, axis=-1)
 
     def emission_matrix(self, theta) -> jax.Array:
         """``E[r, s]``: the probability that true state ``r`` is recorded as ``s`` (n, n),
         or (..., n, n) for a stack of theta."""
         theta = jnp.asarray(theta)
-        eta = theta[..., self._num_chain :]
+        eta = theta[..., self._num_chain : self._num_chain + len(self.misclassification)]
         n = self.num_states
         if not self.misclassification:
             return jnp.broadcast_to(jnp.eye(n, dtype=theta.dtype), (*eta.shape[:-1], n, n))
@@ -405,7 +449,7 @@ class HiddenCTMC(AbstractLinearModel):
         st = statistics
         theta = jnp.asarray(theta)
         trans, emit = self._steps(theta, st, gradient)
-        init = jnp.asarray(self.initial, theta.dtype)
+        init = self.initial_probabilities(theta)
         pad = jnp.swapaxes(st.kind == _PAD, 0, 1)
 
         def normalise(alpha):
@@ -446,7 +490,7 @@ class HiddenCTMC(AbstractLinearModel):
         with np.errstate(divide="ignore"):
             log_trans = jnp.log(jnp.maximum(trans, 0.0))
             log_emit = jnp.log(emit)
-        init = jnp.asarray(self.initial, theta.dtype)
+        init = self.initial_probabilities(theta)
         identity = jnp.where(jnp.eye(n, dtype=bool), 0.0, -jnp.inf)
 
         def best(delta, x):
@@ -630,7 +674,8 @@ class HiddenCTMC(AbstractLinearModel):
                 if a_ == r
             )  # fmt: skip
             eta[k] = np.log(p / (1 - row_total))
-        return np.concatenate([np.log(rates), np.zeros(len(self.effects)), eta])
+        init = [np.log(self.initial[k] / self.initial[0]) for k in self.initial_free]
+        return np.concatenate([np.log(rates), np.zeros(len(self.effects)), eta, init])
 
     # ------------------------------------------------------------------ specs
 
@@ -640,6 +685,8 @@ class HiddenCTMC(AbstractLinearModel):
         '{ "1-2" = 0.1 } of starting probabilities (msm\'s ematrix)',
         "obstrue": "data column, nonzero where a visit records the true state (msm's obstrue)",
         "initial": "probabilities of the true state at the first visit (msm's initprobs)",
+        "estimate_initial": "true: estimate the initial probabilities, starting from "
+        "initial (msm's est.initprobs)",
         "censor": 'codes standing for sets of states, e.g. { "99" = [1, 2, 3] } (msm\'s '
         "censor and censor.states)",
         "pci": "cut times of piecewise-constant intensities, e.g. [5, 10]: each period acts "
@@ -677,10 +724,11 @@ class HiddenCTMC(AbstractLinearModel):
                 initial=table.get("initial"),
                 censor=table.get("censor"),
                 pci=table.get("pci", ()),
+                estimate_initial=table.get("estimate_initial", False),
             )
         except ValueError as error:
             text = str(error)
-            for field in ("misclassification", "initial", "censor", "pci"):
+            for field in ("misclassification", "initial", "censor", "pci", "estimate_initial"):
                 text = text.replace(f"HiddenCTMC: {field}", f"model.{field}")
             raise ValueError(f"{where}: {text}") from None
 
@@ -778,17 +826,33 @@ class HiddenCTMCFit(CTMCFit):
                 rows.append(row)
         return pd.DataFrame(rows)
 
+    def initial_probabilities(self, **interval) -> pd.DataFrame:
+        """The true state's distribution at the first visit with intervals (estimated with
+        ``estimate_initial``, else the given ``initial``); interval options as the CTMC
+        outputs (default ``ci="normal"``)."""
+        m = self.model
+        if not m.estimate_initial:
+            interval = {"ci": "none"} | interval
+        return self._interval_table(
+            m.initial_probabilities, pd.Index(list(m.labels), name="state"), interval
+        )
+
     def _body(self) -> list[str]:
         lines = super()._body()
-        if not self.model.misclassification:
-            return lines
-        lines += ["", f"Misclassification probabilities with {100 * self.level:g}% intervals:"]
-        for label, row in self.misclassification().iterrows():
-            true, recorded = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
-            lines.append(
-                f"  recorded {recorded} | true {true}  {row.estimate:9.5f}  "
-                f"({row.lower:.5f}, {row.upper:.5f})"
-            )
+        if self.model.misclassification:
+            lines += ["", f"Misclassification probabilities with {100 * self.level:g}% intervals:"]
+            for label, row in self.misclassification().iterrows():
+                true, recorded = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
+                lines.append(
+                    f"  recorded {recorded} | true {true}  {row.estimate:9.5f}  "
+                    f"({row.lower:.5f}, {row.upper:.5f})"
+                )
+        if self.model.estimate_initial:
+            lines += ["", f"Initial state probabilities with {100 * self.level:g}% intervals:"]
+            for state, row in self.initial_probabilities().iterrows():
+                lines.append(
+                    f"  {state:>12}  {row.estimate:9.5f}  ({row.lower:.5f}, {row.upper:.5f})"
+                )
         return lines
 
     def _tables(self) -> dict[str, pd.DataFrame]:

@@ -4,6 +4,7 @@ enumeration of hidden paths, finite differences, recovery from simulated data, b
 import dataclasses
 import itertools
 import json
+import warnings
 from pathlib import Path
 
 import jax
@@ -18,6 +19,7 @@ from linest.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "models" / "cav_misc.toml"
+DATA = ROOT / "data"
 
 # msm 1.7 (Rscript, benchmarks/ctmc_msm.R cav-misc): the manual's cav example with
 # qmatrix Qm, ematrix 0.1 on 1-2, 2-1, 2-3, 3-2, deathexact = 4, obstrue = firstobs.
@@ -434,3 +436,41 @@ def test_after_fit_outputs_match_msm(cav_fit):
     assert np.all(table.lower[:3] < table.estimate[:3]) and np.all(
         table.estimate[:3] < table.upper[:3]
     )
+
+
+def test_estimated_initial_probabilities_match_msm():
+    """msm's est.initprobs on the manual's misclassification model of cav without obstrue,
+    from initprobs c(0.9, 0.1, 0, 0) (tests/models/msm/cav_misc_initprobs.R): -2LL at msm's
+    start to 1e-4; the maximum, at p = (1, 0, 0, 0), equal to msm's fit there to 0.01."""
+    ref = json.loads((Path(__file__).parent / "msm" / "cav_misc_initprobs.json").read_text())
+    model = linest.HiddenCTMC(
+        states=[1, 2, 3, 4],
+        transitions=["1-2", "1-4", "2-3", "2-4", "3-4"],
+        exact=[4],
+        misclassification=["1-2", "2-1", "2-3", "3-2"],
+        initial=[0.9, 0.1, 0, 0],
+        estimate_initial=True,
+    )
+    assert model.param_names[-1] == "eta init(2)"
+    data = linest.read_chains(DATA / "cav.csv", subject="PTNUM", time="years", state="state")
+    statistics = model.statistics(data)
+    start = model.initial_theta(statistics)
+    start[:5] = np.log([0.148, 0.0171, 0.202, 0.081, 0.126])  # msm's Qm
+    assert abs(-2 * float(model.loglik(start, statistics)) - ref["start"]) < 1e-4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = linest.fit(model, data, progress=False)
+    assert fit.converged
+    # msm's est.initprobs fit stops at p2 = 0.004, 7.4 above the maximum; the maximum is
+    # at p2 = 0, where msm's fit with initprobs fixed at (1, 0, 0, 0) agrees with ours.
+    assert fit.minus2loglik < ref["optimum"] - 7
+    assert abs(fit.minus2loglik - ref["boundary"]) < 0.01
+    assert fit.minus2loglik <= ref["boundary"] + 1e-6
+    table = fit.initial_probabilities(ci="none")
+    np.testing.assert_allclose(table.estimate, [1, 0, 0, 0], atol=1e-6)
+    assert ref["initprobs"][1] > 1e-3  # msm's stopping point
+    assert "Initial state probabilities" in fit.summary()
+    with pytest.raises(ValueError, match="estimate_initial"):
+        linest.HiddenCTMC(
+            states=[1, 2], transitions=["1-2"], misclassification=["1-2"], estimate_initial=True
+        )
