@@ -114,6 +114,7 @@ def test_aic_and_lrtest(fit, chains):
         nested.lrtest(fit)
 
 
+@pytest.mark.slow  # a fit
 def test_closed_forms_on_a_two_state_chain():
     """1 -> 2 at rate a, 2 absorbing: totlos = 1/a, efpt = 1/a, ppass = 1 - e^{-at},
     envisits = (1, 1), pnext = 1; finite totlos = (1 - e^{-aT}) / a."""
@@ -147,6 +148,7 @@ def test_bad_requests_name_the_argument(fit):
         fit.qratio((1, 2), (1, 3))
 
 
+@pytest.mark.slow  # a fit (the default run has the likelihood checks below)
 def test_covariates_on_some_transitions_match_msm():
     """msm's covariates = list("1-2" = ~sex, "2-3" = ~sex, "3-4" = ~sex) on cav
     (tests/models/msm/cav_transition_covariates.R): -2LL at msm's crude start and at the
@@ -189,6 +191,7 @@ def test_expected_prevalence_matches_msm(fit, at_msm, chains):
     assert len(figure.axes[0].collections) == 4
 
 
+@pytest.mark.slow  # 23000 draws through totlos
 def test_outputs_over_posterior_draws(fit):
     """ci = a posterior (theta draws): the median and quantiles of the output over the draws.
     Draws from the estimate's normal approximation give what ci="normal" gives from them."""
@@ -204,6 +207,7 @@ def test_outputs_over_posterior_draws(fit):
         fit.totlos(ci=[1, 2])
 
 
+@pytest.mark.slow  # a fit (the default run has the likelihood checks below)
 def test_time_varying_covariate_matches_msm():
     """age, recorded at each visit, on 1-2, 1-4, 2-4, 3-4 (msm takes the value at the start of
     each interval, as linest does): -2LL at msm's start to 1e-4; our optimum no worse than
@@ -234,3 +238,27 @@ def test_time_varying_covariate_matches_msm():
     # msm's optimiser (with the fnscale its overflow needs) stops 0.0064 short of ours
     assert ref["optimum"] - 0.02 < result.minus2loglik <= ref["optimum"] + 1e-6
     np.testing.assert_allclose(result.theta[7:], beta, atol=5e-3)
+
+
+@pytest.mark.parametrize(
+    ("reference", "covariate", "transitions"),
+    [
+        ("cav_transition_covariates.json", "sex", ["1-2", "2-3", "3-4"]),
+        ("cav_time_varying.json", "age", ["1-2", "1-4", "2-4", "3-4"]),
+    ],
+)
+def test_covariate_likelihoods_equal_msm_at_its_start(reference, covariate, transitions):
+    """The likelihood behind the two slow fits above: -2LL at msm's crude start (effects 0)
+    equals msm's to 1e-4, for covariates on some transitions and for one recorded at each visit."""
+    ref = json.loads((HERE / "msm" / reference).read_text())
+    chains = linest.read_chains(
+        DATA / "cav.csv", subject="PTNUM", time="years", state="state", covariates=[covariate]
+    )
+    effects = [(t, covariate) for t in transitions]
+    model = linest.CTMC(
+        [1, 2, 3, 4], TRANSITIONS, exact=[4], covariates=[covariate], effects=effects
+    )
+    crude = ref["crude"]  # column-major over the pattern: q21, q12, q32, q23, q14, q24, q34
+    rates = [crude[1], crude[4], crude[0], crude[3], crude[5], crude[2], crude[6]]
+    start = np.r_[np.log(rates), np.zeros(len(transitions))]
+    assert abs(-2 * float(model.loglik(start, model.statistics(chains))) - ref["start"]) < 1e-4

@@ -438,6 +438,7 @@ def test_after_fit_outputs_match_msm(cav_fit):
     )
 
 
+@pytest.mark.slow  # a 10-parameter hidden fit; the likelihood at msm's start is checked below
 def test_estimated_initial_probabilities_match_msm():
     """msm's est.initprobs on the manual's misclassification model of cav without obstrue,
     from initprobs c(0.9, 0.1, 0, 0) (tests/models/msm/cav_misc_initprobs.R): -2LL at msm's
@@ -474,3 +475,22 @@ def test_estimated_initial_probabilities_match_msm():
         linest.HiddenCTMC(
             states=[1, 2], transitions=["1-2"], misclassification=["1-2"], estimate_initial=True
         )
+
+
+def test_estimated_initial_probabilities_likelihood_at_msm_start():
+    """est.initprobs' likelihood at msm's start (p = (0.9, 0.1, 0, 0)) equals msm's to 1e-4."""
+    ref = json.loads((Path(__file__).parent / "msm" / "cav_misc_initprobs.json").read_text())
+    model = linest.HiddenCTMC(
+        states=[1, 2, 3, 4],
+        transitions=["1-2", "1-4", "2-3", "2-4", "3-4"],
+        exact=[4],
+        misclassification=["1-2", "2-1", "2-3", "3-2"],
+        initial=[0.9, 0.1, 0, 0],
+        estimate_initial=True,
+    )
+    data = linest.read_chains(DATA / "cav.csv", subject="PTNUM", time="years", state="state")
+    statistics = model.statistics(data)
+    start = model.initial_theta(statistics)
+    start[:5] = np.log([0.148, 0.0171, 0.202, 0.081, 0.126])  # msm's Qm
+    assert abs(-2 * float(model.loglik(start, statistics)) - ref["start"]) < 1e-4
+    np.testing.assert_allclose(model.initial_probabilities(start), [0.9, 0.1, 0, 0], atol=1e-15)

@@ -58,6 +58,7 @@ def test_gauss_surrogates_converge_to_the_exact_gradient(ctmc8):
     assert errors[-1] < 1e-3
 
 
+@pytest.mark.slow  # a diffrax solve compiled for the sweep
 def test_adjoint_solve_is_exact_where_the_left_surrogate_is_not(ctmc8):
     model, theta, _ = ctmc8
     A = model.system_matrix(theta)
