@@ -304,11 +304,7 @@ class CTMC(AbstractLinearModel):
 
     def reachable(self) -> np.ndarray:
         """reach[a, b]: b can follow a after any time (a path of allowed transitions)."""
-        n = self.num_states
-        reach = np.eye(n, dtype=bool) | self._direct()
-        for k in range(n):  # Warshall's transitive closure
-            reach |= reach[:, [k]] & reach[[k], :]
-        return reach
+        return outputs.reaches(self._direct())
 
     def with_covariates(self, covariates: Sequence[str]) -> CTMC:
         """The same chain with every covariate acting on every transition."""
@@ -942,13 +938,6 @@ class CTMCFit(FitResult):
             index=index,
         )
 
-    def _pattern(self) -> np.ndarray:
-        m = self.model
-        pattern = np.zeros((m.num_states, m.num_states), bool)
-        for r, c in m.transitions:
-            pattern[r, c] = True
-        return pattern
-
     def pnext(self, covariates=None, **interval) -> pd.DataFrame:
         """Probability that the next state is s when leaving r, -q_rs / q_rr (msm's pnext.msm),
         per allowed transition, with intervals (``ci``: see :meth:`function_interval`)."""
@@ -1020,12 +1009,12 @@ class CTMCFit(FitResult):
     def _transient_absorbing(self, what, fromt, tot):
         if not (np.isfinite(fromt) and fromt >= 0 and tot >= fromt):
             raise ValueError(f"{what}: need 0 <= fromt <= tot, got fromt={fromt!r}, tot={tot!r}")
-        absorbing = outputs.absorbing_states(self._pattern())
+        absorbing = list(self.model.absorbing)
         transient = [i for i in range(self.model.num_states) if i not in absorbing]
         if np.isinf(tot):
             if not absorbing:
                 raise ValueError(f"{what}: tot = inf needs an absorbing state; give a finite tot")
-            closed = outputs.passage_finite(self._pattern(), absorbing)
+            closed = outputs.passage_finite(self.model._direct(), absorbing)
             if not all(closed[i] for i in transient):
                 raise ValueError(
                     f"{what}: tot = inf needs every transient state to be absorbed eventually; "
@@ -1046,12 +1035,12 @@ class CTMCFit(FitResult):
         ``tostate``: into the absorbing states (all of them together)."""
         m, generator = self.model, self._generator_fn(covariates)
         if tostate is None:
-            tostate = [m.states[i] for i in outputs.absorbing_states(self._pattern())]
+            tostate = [m.states[i] for i in list(self.model.absorbing)]
             if not tostate:
                 raise ValueError("efpt: the chain has no absorbing state; name tostate")
         states = tostate if isinstance(tostate, (list, tuple)) else [tostate]
         targets = [self._state(s, "efpt") for s in states]
-        finite = outputs.passage_finite(self._pattern(), targets)
+        finite = outputs.passage_finite(self.model._direct(), targets)
 
         def fn(t):
             return outputs.efpt(generator(t), targets, finite)
@@ -1094,10 +1083,13 @@ class CTMCFit(FitResult):
         Q = np.asarray(generator(jnp.asarray(self.theta)))
         if Q[i2] == 0:
             raise ValueError(f"qratio: the denominator q{tuple(ind2)} is 0")
+
+        def ratio(theta):
+            Q = generator(theta)
+            return (Q[i1] / Q[i2])[None]
+
         estimate, lower, upper = self.function_interval(
-            lambda t: (generator(t)[i1] / generator(t)[i2])[None],
-            ci=interval.pop("ci", "delta"),
-            **interval,
+            ratio, ci=interval.pop("ci", "delta"), **interval
         )
         return pd.Series({"estimate": estimate[0], "lower": lower[0], "upper": upper[0]})
 
@@ -1115,10 +1107,7 @@ class CTMCFit(FitResult):
         times = np.atleast_1d(np.asarray(times, float))
         if not (np.all(np.isfinite(times)) and np.all(times >= 0)):
             raise ValueError(f"expected_prevalence: times must be finite and >= 0, got {times!r}")
-        position = {s: i for i, s in enumerate(m.states)}
-        first = np.r_[True, data.subject[1:] != data.subject[:-1]]
-        codes = np.array([position[s] for s in np.asarray(data.state)[first]])
-        pi0 = jnp.asarray(np.bincount(codes, minlength=m.num_states) / len(codes))
+        pi0 = jnp.asarray(self._initial_distribution(data))
         generator = self._generator_fn(None)
 
         def percentages(theta):
@@ -1127,6 +1116,13 @@ class CTMCFit(FitResult):
 
         index = pd.MultiIndex.from_product([times, list(m.labels)], names=["time", "state"])
         return self._interval_table(percentages, index, interval)
+
+    def _initial_distribution(self, data) -> np.ndarray:
+        """The distribution of the subjects' first observed states (panel data)."""
+        position = {s: i for i, s in enumerate(self.model.states)}
+        first = np.r_[True, data.subject[1:] != data.subject[:-1]]
+        codes = [position[s] for s in np.asarray(data.state)[first]]
+        return np.bincount(codes, minlength=self.model.num_states) / len(codes)
 
     def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Observed and expected numbers in each state at ``times`` (msm's prevalence.msm).
@@ -1154,7 +1150,7 @@ class CTMCFit(FitResult):
             inside = (k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]])
             states = code[first + np.clip(k, 0, None)]
             np.add.at(observed, (np.flatnonzero(inside), states[inside]), 1)
-        pi0 = np.bincount(code[starts], minlength=m.num_states) / len(starts)
+        pi0 = self._initial_distribution(data)
         totals = observed.sum(axis=1)
         expected = np.stack(
             [totals[i] * pi0 @ self.pmatrix(t).to_numpy() for i, t in enumerate(times)]

@@ -28,23 +28,15 @@ import numpy as np
 from linest.engine import expm
 from linest.gradients import Exact
 
-__all__ = ["absorbing_states", "efpt", "envisits", "pnext", "ppass", "reaches", "totlos"]
-
-
-def absorbing_states(pattern: np.ndarray) -> list[int]:
-    """States with no allowed exit (a row of the transition pattern without a True)."""
-    pattern = np.asarray(pattern, bool)
-    return [i for i in range(len(pattern)) if not pattern[i].any()]
+__all__ = ["efpt", "envisits", "passage_finite", "pnext", "ppass", "reaches", "totlos"]
 
 
 def reaches(pattern: np.ndarray) -> np.ndarray:
     """``R[i, j]``: j can be reached from i through allowed transitions (i reaches itself)."""
-    R = np.asarray(pattern, bool) | np.eye(len(pattern), dtype=bool)
-    while True:
-        nxt = R | ((R.astype(int) @ R.astype(int)) > 0)
-        if (nxt == R).all():
-            return R
-        R = nxt
+    reach = np.eye(len(pattern), dtype=bool) | np.asarray(pattern, bool)
+    for k in range(len(pattern)):  # Warshall's transitive closure
+        reach |= reach[:, [k]] & reach[[k], :]
+    return reach
 
 
 def pnext(Q):

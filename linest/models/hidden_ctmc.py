@@ -289,6 +289,10 @@ class HiddenCTMC(AbstractLinearModel):
     num_states = property(lambda self: self.chain.num_states)
     num_rates = property(lambda self: self.chain.num_rates)
     transitions = property(lambda self: self.chain.transitions)
+    absorbing = property(lambda self: self.chain.absorbing)
+
+    def _direct(self) -> np.ndarray:
+        return self.chain._direct()
 
     def transition_name(self, k: int) -> str:
         return self.chain.transition_name(k)

@@ -438,13 +438,9 @@ def test_after_fit_outputs_match_msm(cav_fit):
     )
 
 
-@pytest.mark.slow  # a 10-parameter hidden fit; the likelihood at msm's start is checked below
-def test_estimated_initial_probabilities_match_msm():
-    """msm's est.initprobs on the manual's misclassification model of cav without obstrue,
-    from initprobs c(0.9, 0.1, 0, 0) (tests/models/msm/cav_misc_initprobs.R): -2LL at msm's
-    start to 1e-4; the maximum, at p = (1, 0, 0, 0), equal to msm's fit there to 0.01."""
-    ref = json.loads((Path(__file__).parent / "msm" / "cav_misc_initprobs.json").read_text())
-    model = linest.HiddenCTMC(
+def _initprobs_model():
+    """The msm manual's misclassification model of cav without obstrue, est.initprobs."""
+    return linest.HiddenCTMC(
         states=[1, 2, 3, 4],
         transitions=["1-2", "1-4", "2-3", "2-4", "3-4"],
         exact=[4],
@@ -452,11 +448,26 @@ def test_estimated_initial_probabilities_match_msm():
         initial=[0.9, 0.1, 0, 0],
         estimate_initial=True,
     )
-    assert model.param_names[-1] == "eta init(2)"
+
+
+def _initprobs_start(model):
+    """cav, its statistics, and msm's start: the manual's Qm, misclassification 0.1, p0."""
     data = linest.read_chains(DATA / "cav.csv", subject="PTNUM", time="years", state="state")
     statistics = model.statistics(data)
     start = model.initial_theta(statistics)
     start[:5] = np.log([0.148, 0.0171, 0.202, 0.081, 0.126])  # msm's Qm
+    return data, statistics, start
+
+
+@pytest.mark.slow  # a 10-parameter hidden fit; the likelihood at msm's start is checked below
+def test_estimated_initial_probabilities_match_msm():
+    """msm's est.initprobs on the manual's misclassification model of cav without obstrue,
+    from initprobs c(0.9, 0.1, 0, 0) (tests/models/msm/cav_misc_initprobs.R): -2LL at msm's
+    start to 1e-4; the maximum, at p = (1, 0, 0, 0), equal to msm's fit there to 0.01."""
+    ref = json.loads((Path(__file__).parent / "msm" / "cav_misc_initprobs.json").read_text())
+    model = _initprobs_model()
+    assert model.param_names[-1] == "eta init(2)"
+    data, statistics, start = _initprobs_start(model)
     assert abs(-2 * float(model.loglik(start, statistics)) - ref["start"]) < 1e-4
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -480,17 +491,7 @@ def test_estimated_initial_probabilities_match_msm():
 def test_estimated_initial_probabilities_likelihood_at_msm_start():
     """est.initprobs' likelihood at msm's start (p = (0.9, 0.1, 0, 0)) equals msm's to 1e-4."""
     ref = json.loads((Path(__file__).parent / "msm" / "cav_misc_initprobs.json").read_text())
-    model = linest.HiddenCTMC(
-        states=[1, 2, 3, 4],
-        transitions=["1-2", "1-4", "2-3", "2-4", "3-4"],
-        exact=[4],
-        misclassification=["1-2", "2-1", "2-3", "3-2"],
-        initial=[0.9, 0.1, 0, 0],
-        estimate_initial=True,
-    )
-    data = linest.read_chains(DATA / "cav.csv", subject="PTNUM", time="years", state="state")
-    statistics = model.statistics(data)
-    start = model.initial_theta(statistics)
-    start[:5] = np.log([0.148, 0.0171, 0.202, 0.081, 0.126])  # msm's Qm
+    model = _initprobs_model()
+    _, statistics, start = _initprobs_start(model)
     assert abs(-2 * float(model.loglik(start, statistics)) - ref["start"]) < 1e-4
     np.testing.assert_allclose(model.initial_probabilities(start), [0.9, 0.1, 0, 0], atol=1e-15)
