@@ -78,16 +78,16 @@ def poor_surrogate(fitted):
     [
         "nuts from the fit",
         "delayed laplace",
-        "delayed gaussian",
+        pytest.param("delayed gaussian", marks=pytest.mark.slow),  # 10 minutes on 2 cores
         "delayed learned",
         "delayed poor",
         "trajectories",
         # A poor force accepts 0.06-0.09: 4 x 4000 draws for quantile MCSEs that hold
         # (at 4 x 2000, one seed of three was 5.5 MCSE off at a 5% quantile).
         pytest.param("trajectories poor", marks=pytest.mark.slow),
-        "trajectories on a force",
+        pytest.param("trajectories on a force", marks=pytest.mark.slow),
         "trajectories interleaved",
-        "delayed poor interleaved",
+        pytest.param("delayed poor interleaved", marks=pytest.mark.slow),
     ],
 )
 def test_closed_form_posterior_whatever_the_surrogate(paths, fitted, case):

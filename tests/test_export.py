@@ -110,6 +110,7 @@ def test_fit_with_cached_programs_equals_fit_without(directory, rng):
         assert result.loglik == pytest.approx(plain.loglik, rel=1e-14)
 
 
+@pytest.mark.slow  # 18 s; the library path's cache is checked by the test above
 def test_command_line_second_run_reads_programs_back(tmp_path):
     """Two processes: the second prints the same table, with the programs the first
     wrote (the exported directory does not grow). ``linest fit`` leaves by os._exit:

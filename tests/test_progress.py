@@ -77,6 +77,7 @@ def test_sampler_reports_every_chain_step_from_inside_the_jitted_loops(psor):
     assert draws[-1].rate > 0
 
 
+@pytest.mark.slow  # 38 s; the fit and sampler progress tests above stay in the default run
 def test_profile_intervals_and_compare_report_what_they_have_done(psor):
     spec, data = psor
     updates: list[Update] = []
@@ -133,20 +134,23 @@ def test_plain_lines_when_not_a_terminal_and_a_bar_on_request(monkeypatch):
     "command",
     [
         ["fit", str(PSOR)],
-        [
-            "sample",
-            str(PSOR),
-            "--chains",
-            "2",
-            "--warmup",
-            "40",
-            "--draws",
-            "60",
-            "--block-size",
-            "60",
-            "--seed",
-            "3",
-        ],
+        pytest.param(
+            [
+                "sample",
+                str(PSOR),
+                "--chains",
+                "2",
+                "--warmup",
+                "40",
+                "--draws",
+                "60",
+                "--block-size",
+                "60",
+                "--seed",
+                "3",
+            ],
+            marks=pytest.mark.slow,  # 48 s: the sampler's progress is tested above
+        ),
         ["compare", str(PSOR), "--methods", "default", "--no-fits"],
     ],
     ids=["fit", "sample", "compare"],

@@ -133,7 +133,7 @@ def test_doses_at_any_time_and_infusions_equal_scipy():
 @pytest.mark.parametrize(
     "methods",
     [
-        pytest.param(METHODS[:2], id="default-exact"),
+        pytest.param(METHODS[:2], id="default-exact", marks=pytest.mark.slow),  # 22 s
         pytest.param(METHODS[2:], id="autodiff-adjoint", marks=pytest.mark.slow),
     ],
 )
