@@ -82,8 +82,9 @@ if (mode == "cav-fit") {
     both_seconds = as.numeric(timed$median[[3]])
   )))
 } else if (mode == "cav-misc-bench") {
-  # The msm manual's misclassification model, then pci = c(5, 10) and survivors' last
-  # visit censored (99 = state 1, 2 or 3), each fitted FITS times after a warm-up fit.
+  # The msm manual's misclassification model, then pci = c(5, 10), survivors' last visit
+  # censored (99 = state 1, 2 or 3), the manual's fev hmodel example and a two-phase state
+  # 1 on cav, each fitted FITS times after a warm-up fit.
   fits <- as.integer(args[[2]])
   Qm <- rbind(c(0, 0.148, 0, 0.0171), c(0, 0, 0.202, 0.081), c(0, 0, 0, 0.126), c(0, 0, 0, 0))
   E <- rbind(c(0, 0.1, 0, 0), c(0.1, 0, 0.1, 0), c(0, 0.1, 0, 0), c(0, 0, 0, 0))
@@ -97,7 +98,14 @@ if (mode == "cav-fit") {
     pci = function() msm(state ~ years, subject = PTNUM, data = cav, qmatrix = Q0,
       deathexact = 4, pci = c(5, 10)),
     censor = function() msm(state ~ years, subject = PTNUM, data = cav2, qmatrix = Q0,
-      deathexact = 4, censor = 99, censor.states = c(1, 2, 3))
+      deathexact = 4, censor = 99, censor.states = c(1, 2, 3)),
+    `fev outcomes` = function() msm(fev ~ days, subject = ptnum, data = fev,
+      qmatrix = rbind(c(0, exp(-6), exp(-9)), c(0, 0, exp(-6)), c(0, 0, 0)), deathexact = 3,
+      hmodel = list(hmmNorm(mean = 100, sd = 16), hmmNorm(mean = 54, sd = 18), hmmIdent(999)),
+      hcovariates = list(~acute, ~acute, NULL), hcovinits = list(-8, -8, NULL),
+      hconstraint = list(acute = c(1, 1))),
+    `phase-type` = function() msm(state ~ years, subject = PTNUM, data = cav, qmatrix = cav_q,
+      deathexact = 5, phase.states = 1, control = list(maxit = 10000, fnscale = 4000))
   )
   out <- list()
   for (name in names(runs)) {

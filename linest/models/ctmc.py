@@ -617,6 +617,12 @@ class CTMC(AbstractLinearModel):
         "initial": "probabilities of the true state at the first visit (msm's initprobs)",
         "censor": 'codes standing for sets of states, e.g. { "99" = [1, 2, 3] }',
         "pci": "cut times of piecewise-constant intensities, e.g. [5, 10] (msm's pci)",
+        "estimate_initial": "estimate the initial probabilities (msm's est.initprobs)",
+        "outcomes": "per state the distribution of a recorded number (msm's hmodel)",
+        "outcome_shared": "outcome covariates with one effect across states",
+        "phases": 'phase-type sojourns, e.g. { "1" = 2 } (msm\'s phase.states)',
+        "misc_covariates": "columns acting on the misclassification probabilities (msm's "
+        "misccovariates)",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "kind": '"panel" (default), "paths", "counts" (long: from, to, count, lag) or "matrix" '
@@ -637,7 +643,8 @@ class CTMC(AbstractLinearModel):
     def from_spec(cls, table: dict, where: str) -> CTMC:
         """The model from a spec file's ``[model]`` table: a :class:`HiddenCTMC` when it
         names misclassification, censor codes or pci cut points."""
-        hidden = ("misclassification", "obstrue", "initial", "censor", "pci")
+        hidden = ("misclassification", "obstrue", "initial", "censor", "pci", "outcomes")
+        hidden += ("phases", "estimate_initial", "misc_covariates", "initial_covariates")
         if any(key in table for key in hidden):
             from linest.models.hidden_ctmc import HiddenCTMC
 

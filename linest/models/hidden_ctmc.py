@@ -57,6 +57,8 @@ from linest.models.ctmc import (
     _parse_transition,
     _unique_rows,
 )
+from linest.models.outcomes import DISTRIBUTIONS, Outcome, check_outcomes, outcome_logpdf
+from linest.models.phase_type import check_phases, expand_phases
 from linest.models.result import FitResult
 
 __all__ = ["HiddenCTMC", "HiddenCTMCFit", "HiddenStatistics"]
@@ -72,6 +74,8 @@ class HiddenStatistics(eqx.Module):
     true (``obstrue``), 2 entry into an exactly-timed state, 3 padding; ``cell``: the
     (covariate pattern, time step) cell of the interval ending at the visit (0 at the
     first visit). Cells: ``lag`` (K,), ``group`` (K,) into the patterns ``z`` (G, C).
+    With outcome distributions, ``value`` is the recorded number and ``hz`` the outcomes'
+    covariates at the visit; ``code`` is then the state of an exact entry.
     """
 
     z: jax.Array
@@ -81,6 +85,8 @@ class HiddenStatistics(eqx.Module):
     code: jax.Array
     kind: jax.Array
     cell: jax.Array
+    value: jax.Array  # (S, T) the recorded outcome, for models with outcomes (else (S, 0))
+    hz: jax.Array  # (S, T, H) the outcomes' covariates at each visit
     num_subjects: int = eqx.field(static=True, default=0)
     num_visits: int = eqx.field(static=True, default=0)
     source: str = eqx.field(static=True, default="")
@@ -89,8 +95,9 @@ class HiddenStatistics(eqx.Module):
     def for_compute(self) -> HiddenStatistics:
         """Without the static labels: same-shaped data sets share one compiled program."""
         return HiddenStatistics(
-            self.z, self.covariate_means, self.lag, self.group, self.code, self.kind, self.cell
-        )
+            self.z, self.covariate_means, self.lag, self.group, self.code, self.kind,
+            self.cell, self.value, self.hz,
+        )  # fmt: skip
 
 
 class HiddenCTMC(AbstractLinearModel):
@@ -134,6 +141,12 @@ class HiddenCTMC(AbstractLinearModel):
     obstrue: str | None = eqx.field(static=True)
     initial: tuple[float, ...] = eqx.field(static=True)
     estimate_initial: bool = eqx.field(static=True)
+    outcomes: tuple[Outcome, ...] = eqx.field(static=True)
+    outcome_shared: tuple[str, ...] = eqx.field(static=True)
+    phases: tuple[tuple[str, int], ...] = eqx.field(static=True)
+    original: tuple = eqx.field(static=True)
+    misc_covariates: tuple[str, ...] = eqx.field(static=True)
+    initial_covariates: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -149,8 +162,31 @@ class HiddenCTMC(AbstractLinearModel):
         censor: Mapping | None = None,
         pci: Sequence[float] = (),
         estimate_initial: bool = False,
+        outcomes: Mapping | None = None,
+        outcome_shared: Sequence[str] = (),
+        phases: Mapping | None = None,
+        misc_covariates: Sequence[str] = (),
+        initial_covariates: Sequence[str] = (),
     ):
         caller = "HiddenCTMC"
+        self.original = (
+            tuple(state_key(s) for s in states),
+            tuple(_parse_transition(t, f"{caller}: transitions") for t in transitions),
+            tuple(state_key(e) for e in exact),
+            None if labels is None else tuple(labels),
+        )
+        self.phases = check_phases(phases, self.original, caller)
+        if self.phases:
+            states, transitions, labels, phase_sets, initial = expand_phases(
+                self.original, self.phases, initial
+            )
+            if censor or misclassification:
+                raise ValueError(
+                    f"{caller}: phases do not combine with censor codes or misclassification "
+                    "(a phased state is itself recorded as the set of its phases; msm's "
+                    "phase.states refuses an ematrix too)"
+                )
+            censor = phase_sets
         covariates = (covariates,) if isinstance(covariates, str) else tuple(covariates)
         pci = tuple(float(c) for c in pci)
         if any(c <= 0 for c in pci) or any(b <= a for a, b in itertools.pairwise(pci)):
@@ -201,10 +237,19 @@ class HiddenCTMC(AbstractLinearModel):
             if isinstance(misclassification, Mapping)
             else [(item, 0.1) for item in misclassification]
         )
-        if not items and not censored and not pci:
+        if not items and not censored and not pci and not outcomes:
             raise ValueError(
-                f"{caller}: misclassification allows nothing (and no censor codes or pci); "
-                "a chain observed without error is a CTMC (model.type = 'ctmc')"
+                f"{caller}: misclassification allows nothing (and no censor codes, pci, "
+                "outcomes or phases); a chain observed without error is a CTMC "
+                "(model.type = 'ctmc')"
+            )
+        self.outcomes, self.outcome_shared = check_outcomes(
+            outcomes, outcome_shared, names, self.chain.exact, caller
+        )
+        if self.outcomes and (items or censored or obstrue):
+            raise ValueError(
+                f"{caller}: outcomes replace the recorded state codes; they do not combine "
+                "with misclassification, censor codes, phases or obstrue"
             )
         pairs, start = [], []
         for item, value in items:
@@ -275,6 +320,15 @@ class HiddenCTMC(AbstractLinearModel):
             )
         self.misclassification = tuple(pairs)
         self.starting_probabilities = tuple(start)
+        self.misc_covariates = _columns(
+            misc_covariates, "misc_covariates", bool(pairs), caller,
+            "act on misclassification probabilities, and the model has none "
+            "(model.misclassification)",
+        )  # fmt: skip
+        self.initial_covariates = _columns(
+            initial_covariates, "initial_covariates", estimate_initial, caller,
+            "act on estimated initial probabilities; set estimate_initial = true",
+        )  # fmt: skip
         self.obstrue = obstrue
         self.initial = initial
         self.estimate_initial = estimate_initial
@@ -300,6 +354,13 @@ class HiddenCTMC(AbstractLinearModel):
     def with_covariates(self, covariates: Sequence[str]) -> HiddenCTMC:
         """The same model with every covariate acting on every intensity (CLI --covariates)."""
         names = self.states
+        if self.phases:  # rebuilt from the recorded states, phased again
+            states, transitions, exact, labels = self.original
+            return HiddenCTMC(
+                states=states, transitions=transitions, exact=exact, labels=labels,
+                covariates=covariates, initial=self.initial, pci=self.pci,
+                estimate_initial=self.estimate_initial, phases=dict(self.phases),
+            )  # fmt: skip
         return HiddenCTMC(
             states=names,
             transitions=[(names[r], names[s]) for r, s in self.transitions],
@@ -315,7 +376,13 @@ class HiddenCTMC(AbstractLinearModel):
             censor={code: [names[i] for i in members] for code, members in self.censor},
             pci=self.pci,
             estimate_initial=self.estimate_initial,
-        )
+            misc_covariates=self.misc_covariates,
+            initial_covariates=self.initial_covariates,
+            outcomes={
+                names[k]: o for k, o in enumerate(self.outcomes)
+            } if self.outcomes else None,
+            outcome_shared=self.outcome_shared,
+        )  # fmt: skip
 
     def misclassification_name(self, k: int) -> str:
         r, s = self.misclassification[k]
@@ -346,47 +413,114 @@ class HiddenCTMC(AbstractLinearModel):
             return ()
         return tuple(k for k in range(1, self.num_states) if self.initial[k] > 0)
 
+    def _outcome_layout(self):
+        """The outcome parameters: their names, kinds, and per state the indices into
+        theta of its distribution's parameters and of the effects of its covariates."""
+        K = len(self.misclassification)
+        base = self._num_chain + K * (1 + len(self.misc_covariates))
+        names, kinds, layout = [], [], []
+        for state, o in zip(self.states, self.outcomes):
+            own = [p for p in range(len(o.parameters))]
+            names += [f"outcome {p}({state})" for p in o.parameters]
+            kinds += ["outcome"] * len(o.parameters)
+            index, effects = list(range(base, base + len(own))), []
+            base += len(own)
+            for c in o.covariates:
+                if c in self.outcome_shared:
+                    effects.append(c)  # resolved below
+                else:
+                    names.append(f"outcome {c}({state})")
+                    kinds.append("outcome_effect")
+                    effects.append(base)
+                    base += 1
+            layout.append((index, effects))
+        shared = {c: base + k for k, c in enumerate(self.outcome_shared)}
+        names += [f"outcome {c}" for c in self.outcome_shared]
+        kinds += ["outcome_effect"] * len(self.outcome_shared)
+        layout = [(i, [shared.get(e, e) for e in eff]) for i, eff in layout]  # type: ignore[misc]
+        return names, kinds, layout
+
     @property
     def param_names(self) -> tuple[str, ...]:
         own = tuple(
             f"eta e({self.misclassification_name(k)})" for k in range(len(self.misclassification))
         )
+        own += tuple(
+            f"misc {c}({self.misclassification_name(k)})"
+            for c in self.misc_covariates
+            for k in range(len(self.misclassification))
+        )
         init = tuple(f"eta init({self.states[k]})" for k in self.initial_free)
-        return self.chain.param_names + own + init
+        init += tuple(
+            f"init {c}({self.states[k]})"
+            for c in self.initial_covariates
+            for k in self.initial_free
+        )
+        return self.chain.param_names + own + tuple(self._outcome_layout()[0]) + init
 
-    prior_kinds: ClassVar[tuple[str, ...]] = ("log_rate", "effect", "misclassification", "initial")
+    prior_kinds: ClassVar[tuple[str, ...]] = (
+        "log_rate", "effect", "misclassification", "misclassification_effect", "initial",
+        "initial_effect", "outcome", "outcome_effect",
+    )  # fmt: skip
 
     @property
     def param_kinds(self) -> tuple[str, ...]:
         return (
             self.chain.param_kinds
             + ("misclassification",) * len(self.misclassification)
+            + ("misclassification_effect",)
+            * (len(self.misclassification) * len(self.misc_covariates))
+            + tuple(self._outcome_layout()[1])
             + ("initial",) * len(self.initial_free)
+            + ("initial_effect",) * (len(self.initial_free) * len(self.initial_covariates))
         )
 
     @property
     def param_positive(self) -> tuple[bool, ...]:
-        return self.chain.param_positive + (False,) * (
-            len(self.misclassification) + len(self.initial_free)
+        return self.chain.param_positive + (False,) * (len(self.param_names) - self._num_chain)
+
+    def outcome_covariates(self) -> tuple[str, ...]:
+        """The data columns the outcome distributions use, in first-use order."""
+        return tuple(dict.fromkeys(c for o in self.outcomes for c in o.covariates))
+
+    def _visit_covariates(self) -> tuple[str, ...]:
+        """Columns read at each visit (``HiddenStatistics.hz``): the outcomes' covariates,
+        the misclassification covariates and the initial probabilities' (first visit)."""
+        return tuple(
+            dict.fromkeys(
+                [*self.outcome_covariates(), *self.misc_covariates, *self.initial_covariates]
+            )
         )
 
-    def initial_probabilities(self, theta) -> jax.Array:
+    def initial_probabilities(self, theta, z=None) -> jax.Array:
         """The true state's distribution at the first visit (n,): ``initial``, or the
-        multinomial logit of the ``eta init`` parameters (msm's est.initprobs)."""
+        multinomial logit of the ``eta init`` parameters (msm's est.initprobs); with the
+        (centred) first-visit covariates ``z`` (S, M) of ``initial_covariates``, one
+        distribution per subject (S, n) (msm's initcovariates)."""
         theta = jnp.asarray(theta)
         if not self.estimate_initial:
             return jnp.asarray(self.initial, theta.dtype)
         free = list(self.initial_free)
-        eta = theta[..., len(self.param_names) - len(free) :]
+        M = len(self.initial_covariates)
+        first = len(self.param_names) - len(free) * (1 + M)
+        eta = theta[..., first : first + len(free)]
+        if z is not None and M:  # one theta: effects covariate-major
+            B = theta[first + len(free) :].reshape(M, len(free))
+            eta = eta + jnp.asarray(z, theta.dtype) @ B
         logits = jnp.full((*eta.shape[:-1], self.num_states), -jnp.inf, theta.dtype)
         logits = logits.at[..., 0].set(0.0).at[..., free].set(eta)
         return jax.nn.softmax(logits, axis=-1)
 
-    def emission_matrix(self, theta) -> jax.Array:
+    def emission_matrix(self, theta, z=None) -> jax.Array:
         """``E[r, s]``: the probability that true state ``r`` is recorded as ``s`` (n, n),
-        or (..., n, n) for a stack of theta."""
+        or (..., n, n) for a stack of theta; at the (centred) misclassification covariates
+        ``z`` (..., M) when given (msm's misccovariates), else at their means."""
         theta = jnp.asarray(theta)
-        eta = theta[..., self._num_chain : self._num_chain + len(self.misclassification)]
+        K, M = len(self.misclassification), len(self.misc_covariates)
+        eta = theta[..., self._num_chain : self._num_chain + K]
+        if z is not None and M:  # one theta, covariates (..., M): effects covariate-major
+            start = self._num_chain + K
+            eta = eta + jnp.asarray(z, theta.dtype) @ theta[start : start + K * M].reshape(M, K)
         n = self.num_states
         if not self.misclassification:
             return jnp.broadcast_to(jnp.eye(n, dtype=theta.dtype), (*eta.shape[:-1], n, n))
@@ -401,6 +535,16 @@ class HiddenCTMC(AbstractLinearModel):
     def natural_parameters(self, theta):
         """The chain's rates (and hazard ratios), and the misclassification probabilities."""
         out = self.chain.natural_parameters(jnp.asarray(theta)[..., : self._num_chain])
+        if self.outcomes:
+            theta = jnp.asarray(theta)
+            _, _, layout = self._outcome_layout()
+            values, labels = [], []
+            for state, o, (index, _) in zip(self.states, self.outcomes, layout):
+                eta = theta[..., jnp.asarray(index, int)] if index else theta[..., :0]
+                values += o.natural(eta)
+                labels += [f"{p}({state})" for p, _ in DISTRIBUTIONS[o.distribution][0]]
+            if values:
+                out["outcome_parameter"] = (jnp.stack(values, -1), "outcome", tuple(labels))
         if not self.misclassification:
             return out
         E = self.emission_matrix(theta)
@@ -415,16 +559,42 @@ class HiddenCTMC(AbstractLinearModel):
 
     # ------------------------------------------------------------------ likelihood
 
-    def _transition_stacks(self, theta, st: HiddenStatistics, gradient):
+    def boundary_mask(self) -> tuple[bool, ...]:
+        """The chain's baseline rates may be 0 (a phase-type fit often puts one there)."""
+        return self.param_positive
+
+    def loglik_natural(self, values, statistics: HiddenStatistics, gradient=None):
+        """The log-likelihood with the chain's baseline rates themselves (>= 0)."""
+        values = jnp.asarray(values)
+        c = self.chain
+        Q = c._generator_from(c._rates_natural(values[: self._num_chain], statistics.z))
+        return jnp.sum(self.subject_loglik(values, statistics, gradient, Q=Q))
+
+    def _transition_stacks(self, theta, st: HiddenStatistics, gradient, Q=None):
         """P per cell (K, n, n), and P Q (K, n, n) for entries into exactly-timed states."""
         gradient = DEFAULT_GRADIENT if gradient is None else gradient
-        Q = self.generator(theta, st.z)
+        Q = self.generator(theta, st.z) if Q is None else Q
         P = expm_times(Q, st.lag, st.group, gradient=gradient)
         PQ = P @ Q[st.group] if self.exact else P
         return P, PQ
 
-    def _emissions(self, theta, st: HiddenStatistics) -> jax.Array:
-        """e(o) per visit (S, T, n): the probability of the record given each true state."""
+    def _outcome_logdensity(self, theta, st: HiddenStatistics) -> jax.Array:
+        """``log f_r(y)`` of each visit's value under each state's outcome (S, T, n)."""
+        theta = jnp.asarray(theta)
+        _, _, layout = self._outcome_layout()
+        columns = {c: k for k, c in enumerate(self._visit_covariates())}
+        out = []
+        for o, (index, effects) in zip(self.outcomes, layout):
+            shift = jnp.zeros_like(st.value)
+            for c, e in zip(o.covariates, effects):
+                shift = shift + theta[e] * st.hz[..., columns[c]]
+            out.append(outcome_logpdf(o, st.value, theta[jnp.asarray(index, int)], shift))
+        return jnp.stack(out, axis=-1)
+
+    def _emissions(self, theta, st: HiddenStatistics):
+        """e(o) per visit (S, T, n), the probability (density) of the record given each
+        true state, scaled per visit by ``exp(-offset)``; and ``offset`` (S, T), which the
+        log-likelihood adds back (densities of outcomes can underflow)."""
         E = self.emission_matrix(theta)
         # Codes 0..n-1 are states, then the censor codes (indicators of their sets), then
         # "any state" (the visits pci inserts at its cut points).
@@ -436,24 +606,40 @@ class HiddenCTMC(AbstractLinearModel):
         sets = jnp.asarray(sets, E.dtype)
         onehot = jnp.concatenate([jnp.eye(n, dtype=E.dtype), sets])[st.code]
         # Row o of E^T: P(record o | true r) for every r.
-        noisy = jnp.concatenate([jnp.swapaxes(E, 0, 1), sets])[st.code]
+        if self.misc_covariates:  # E at each visit's covariates: (S, T, n, n)
+            columns = [self._visit_covariates().index(c) for c in self.misc_covariates]
+            Ev = jnp.swapaxes(self.emission_matrix(theta, st.hz[..., columns]), -1, -2)
+            stack = jnp.concatenate([Ev, jnp.broadcast_to(sets, (*Ev.shape[:2], *sets.shape))], -2)
+            noisy = jnp.take_along_axis(stack, st.code[..., None, None], axis=-2)[..., 0, :]
+        else:
+            noisy = jnp.concatenate([jnp.swapaxes(E, 0, 1), sets])[st.code]
+        offset = jnp.zeros(st.code.shape, E.dtype)
+        if self.outcomes:
+            logf = self._outcome_logdensity(theta, st)
+            top = lax.stop_gradient(jnp.max(logf, axis=-1))
+            top = jnp.where(jnp.isfinite(top), top, 0.0)
+            noisy, offset = jnp.exp(logf - top[..., None]), jnp.where(st.kind == _NOISY, top, 0)
         emit = jnp.where((st.kind == _NOISY)[..., None], noisy, onehot)
-        return jnp.where((st.kind == _PAD)[..., None], 1.0, emit)
+        return jnp.where((st.kind == _PAD)[..., None], 1.0, emit), offset
 
-    def _steps(self, theta, st: HiddenStatistics, gradient):
-        """Time-major inputs of the recursion: (T, S, n, n) transitions and (T, S, n) emissions."""
-        P, PQ = self._transition_stacks(theta, st, gradient)
-        emit = self._emissions(theta, st)
+    def _steps(self, theta, st: HiddenStatistics, gradient, Q=None):
+        """Time-major inputs of the recursion: (T, S, n, n) transitions and (T, S, n)
+        emissions, and the emissions' offsets (S, T)."""
+        P, PQ = self._transition_stacks(theta, st, gradient, Q)
+        emit, offset = self._emissions(theta, st)
         exact = (st.kind == _EXACT)[..., None, None]
         trans = jnp.where(exact, PQ[st.cell], P[st.cell])  # (S, T, n, n)
-        return jnp.swapaxes(trans, 0, 1), jnp.swapaxes(emit, 0, 1)
+        return jnp.swapaxes(trans, 0, 1), jnp.swapaxes(emit, 0, 1), offset
 
-    def subject_loglik(self, theta, statistics: HiddenStatistics, gradient=None) -> jax.Array:
-        """Log-likelihood of each subject (S,), by the scaled forward algorithm."""
+    def subject_loglik(
+        self, theta, statistics: HiddenStatistics, gradient=None, Q=None
+    ) -> jax.Array:
+        """Log-likelihood of each subject (S,), by the scaled forward algorithm (with the
+        chain's generators ``Q`` per covariate pattern when given)."""
         st = statistics
         theta = jnp.asarray(theta)
-        trans, emit = self._steps(theta, st, gradient)
-        init = self.initial_probabilities(theta)
+        trans, emit, offset = self._steps(theta, st, gradient, Q)
+        init = self.initial_probabilities(theta, self._initial_z(st))
         pad = jnp.swapaxes(st.kind == _PAD, 0, 1)
 
         def normalise(alpha):
@@ -470,7 +656,7 @@ class HiddenCTMC(AbstractLinearModel):
             return (alpha, total + jnp.where(padded, 0.0, log_c)), None
 
         (_, total), _ = lax.scan(step, (alpha, total), (trans[1:], emit[1:], pad[1:]))
-        return total
+        return total + offset.sum(axis=-1)
 
     def loglik(self, theta, statistics: HiddenStatistics, gradient=None) -> jax.Array:
         return jnp.sum(self.subject_loglik(theta, statistics, gradient))
@@ -488,13 +674,13 @@ class HiddenCTMC(AbstractLinearModel):
         visit given all of the subject's visits (S, T, n), by forward-backward."""
         st = statistics
         theta = jnp.asarray(theta)
-        trans, emit = self._steps(theta, st, Exact() if gradient is None else gradient)
+        trans, emit, _ = self._steps(theta, st, Exact() if gradient is None else gradient)
         pad = jnp.swapaxes(st.kind == _PAD, 0, 1)
         n = self.num_states
         with np.errstate(divide="ignore"):
             log_trans = jnp.log(jnp.maximum(trans, 0.0))
             log_emit = jnp.log(emit)
-        init = self.initial_probabilities(theta)
+        init = self.initial_probabilities(theta, self._initial_z(st))
         identity = jnp.where(jnp.eye(n, dtype=bool), 0.0, -jnp.inf)
 
         def best(delta, x):
@@ -558,7 +744,7 @@ class HiddenCTMC(AbstractLinearModel):
                 f"{type(data).__name__}"
                 + (f" of kind {data.kind!r}" if isinstance(data, Chains) else "")
             )
-        needed = [*self.data_covariates] + ([self.obstrue] if self.obstrue else [])
+        needed = self._data_columns()
         missing = [c for c in needed if c not in data.covariate_names]
         if missing:
             raise DataError(
@@ -570,7 +756,13 @@ class HiddenCTMC(AbstractLinearModel):
         position = {s: i for i, s in enumerate(self.states)}
         position |= {code: n + j for j, (code, _) in enumerate(self.censor)}
         anything = n + C
-        codes = self.chain._codes(data, data.state, position, data.columns["state"])
+        if self.outcomes:
+            values, codes = self._outcome_codes(data, anything)
+        else:
+            values = np.zeros(len(data.state))
+            codes = self.chain._codes(data, data.state, position, data.columns["state"])
+        hcols = [data.covariate_names.index(c) for c in self._visit_covariates()]
+        hcov = data.covariates[:, hcols]
         true = (
             data.covariates[:, data.covariate_names.index(self.obstrue)] != 0
             if self.obstrue
@@ -586,6 +778,10 @@ class HiddenCTMC(AbstractLinearModel):
         order = np.argsort(first)
         names, first = names[order], first[order]
         counts = np.diff(np.append(first, len(codes)))
+        # Centred as msm centres every covariate: over the rows that start an interval.
+        starts = np.ones(len(codes), bool)
+        starts[first + counts - 1] = False
+        hcov = hcov - (hcov[starts].mean(axis=0) if starts.any() else 0.0)
         subjects = []  # per subject: visits as (time, code, kind, row of its covariates)
         for i, (row0, count) in enumerate(zip(first, counts)):
             rows = np.arange(row0, row0 + count)
@@ -616,13 +812,20 @@ class HiddenCTMC(AbstractLinearModel):
                 visits.append((data.time[row], codes[row], kind, row))
             subjects.append(visits)
         S, T = len(names), max(len(v) for v in subjects)
+        at_visits = bool(self.outcomes or self.misc_covariates or self.initial_covariates)
+        value = np.zeros((S, T if self.outcomes else 0))
+        hz = np.zeros((S, T if at_visits else 0, hcov.shape[1]))
         code = np.zeros((S, T), int)
         kind = np.full((S, T), _PAD)
         cell_of = np.zeros((S, T), int)
         subj, visit, start, dt, cov_row = [], [], [], [], []
         for i, visits in enumerate(subjects):
-            for k, (time, c, kd, _) in enumerate(visits):
+            for k, (time, c, kd, row) in enumerate(visits):
                 code[i, k], kind[i, k] = c, kd
+                if at_visits:
+                    hz[i, k] = hcov[row]
+                    if self.outcomes:
+                        value[i, k] = values[row]
                 if k:
                     subj.append(i)
                     visit.append(k)
@@ -645,20 +848,85 @@ class HiddenCTMC(AbstractLinearModel):
             code=jnp.asarray(code, dtype=jnp.int32),
             kind=jnp.asarray(kind, dtype=jnp.int32),
             cell=jnp.asarray(cell_of, dtype=jnp.int32),
+            value=jnp.asarray(value, dtype=float),
+            hz=jnp.asarray(hz, dtype=float),
             num_subjects=S,
             num_visits=len(codes),
             source=data.source,
             subjects=tuple(str(x) for x in names),
         )
 
+    def _data_columns(self) -> list[str]:
+        """The data columns besides subject, time and state that the model reads."""
+        extra = [self.obstrue] if self.obstrue else []
+        return list(dict.fromkeys([*self.data_covariates, *extra, *self._visit_covariates()]))
+
+    def _outcome_codes(self, data: Chains, anything: int):
+        """The recorded values as numbers, and per row the code: the exactly-timed state
+        whose identity code it is, else ``anything`` (the outcome densities decide)."""
+        column = data.columns["state"]
+        values = np.empty(len(data.state))
+        for i, v in enumerate(data.state):
+            try:
+                values[i] = float(v)
+            except ValueError:
+                raise DataError(
+                    f"{data.where(i)}: column {column!r} holds {v!r}; a model with outcome "
+                    "distributions reads numbers there"
+                ) from None
+        codes = np.full(len(values), anything)
+        for e in self.exact:
+            codes[values == self.outcomes[e].fixed[0]] = e
+        return values, codes
+
+    def _initial_z(self, st: HiddenStatistics):
+        """The initial-probability covariates at each subject's first visit (S, M)."""
+        if not self.initial_covariates:
+            return None
+        columns = [self._visit_covariates().index(c) for c in self.initial_covariates]
+        return st.hz[:, 0, columns]
+
     def initial_theta(self, statistics: HiddenStatistics) -> np.ndarray:
         """Crude rates from the recorded states taken at face value (msm's crudeinits:
         ``q_rs ~ n_rs / T_r``), the chain's effects at 0, and the misclassification
-        probabilities the model was given (default 0.1)."""
+        probabilities the model was given (default 0.1). With outcomes, a visit counts as
+        the state whose outcome makes its value likeliest at the starting parameters; a
+        phased state's visits count as its first phase, whose rates are then shared out
+        over the phases (exits from 0.8 to 1.2 times the crude ones, each phase moving on
+        at 2.5 times the crude total)."""
         st = statistics
         code, kind, cell = (np.asarray(x) for x in (st.code, st.kind, st.cell))
         lag = np.asarray(st.lag)
         n = self.num_states
+        code = code.copy()
+        if self.phases:  # a recorded phased state: its first phase
+            for j, (_, members) in enumerate(self.censor):
+                code[code == n + j] = members[0]
+        outcome_start = []
+        if self.outcomes:
+            for o in self.outcomes:
+                outcome_start += o.unconstrained_start()
+                outcome_start += [
+                    v for c, v in zip(o.covariates, o.covariate_start)
+                    if c not in self.outcome_shared
+                ]  # fmt: skip
+            for c in self.outcome_shared:
+                starts = [
+                    v for o in self.outcomes for c2, v in zip(o.covariates, o.covariate_start)
+                    if c2 == c
+                ]  # fmt: skip
+                outcome_start.append(float(np.mean(starts)))
+            logf = np.stack(
+                [
+                    np.asarray(
+                        outcome_logpdf(o, st.value, jnp.asarray(o.unconstrained_start()), 0.0)
+                    )
+                    for o in self.outcomes
+                ],
+                axis=-1,
+            )
+            noisy = kind == _NOISY
+            code[noisy] = np.argmax(logf, axis=-1)[noisy]
         counts, time = np.zeros((n, n)), np.zeros(n)
         live = (kind[:, 1:] != _PAD) & (code[:, :-1] < n) & (code[:, 1:] < n)
         a, b = code[:, :-1][live], code[:, 1:][live]
@@ -671,6 +939,17 @@ class HiddenCTMC(AbstractLinearModel):
                 rates[k] = counts[r, s] / time[r]
         seen = rates[np.isfinite(rates)]
         rates = np.where(np.isfinite(rates), rates, seen.min() / 10 if seen.size else 0.1)
+        index = {t: k for k, t in enumerate(self.transitions)}
+        for _, members in self.censor if self.phases else ():
+            first = [(k, s) for k, (r, s) in enumerate(self.transitions) if r == members[0]]
+            crude = {s: rates[k] for k, s in first if s not in members}
+            total = sum(crude.values())
+            for j, m in enumerate(members):
+                factor = 0.8 + 0.4 * j / (len(members) - 1)
+                for s, q in crude.items():
+                    rates[index[(m, s)]] = factor * q
+                if j + 1 < len(members):
+                    rates[index[(m, members[j + 1])]] = 2.5 * total
         eta = np.zeros(len(self.misclassification))
         for k, ((r, _), p) in enumerate(zip(self.misclassification, self.starting_probabilities)):
             row_total = sum(
@@ -679,7 +958,11 @@ class HiddenCTMC(AbstractLinearModel):
             )  # fmt: skip
             eta[k] = np.log(p / (1 - row_total))
         init = [np.log(self.initial[k] / self.initial[0]) for k in self.initial_free]
-        return np.concatenate([np.log(rates), np.zeros(len(self.effects)), eta, init])
+        init += [0.0] * (len(self.initial_free) * len(self.initial_covariates))
+        misc = np.zeros(len(self.misclassification) * len(self.misc_covariates))
+        return np.concatenate(
+            [np.log(rates), np.zeros(len(self.effects)), eta, misc, outcome_start, init]
+        )
 
     # ------------------------------------------------------------------ specs
 
@@ -695,6 +978,17 @@ class HiddenCTMC(AbstractLinearModel):
         "censor and censor.states)",
         "pci": "cut times of piecewise-constant intensities, e.g. [5, 10]: each period acts "
         "on every intensity as a covariate (msm's pci)",
+        "outcomes": "per state the distribution of the recorded value (msm's hmodel), e.g. "
+        '{ "1" = { distribution = "normal", mean = 100, sd = 16, covariates = { acute = -8 } }'
+        " }: normal, lognormal, poisson, exponential, binomial (size) or identity (value)",
+        "misc_covariates": "columns acting on every misclassification probability, on the "
+        "logit scale, at each visit (msm's misccovariates)",
+        "initial_covariates": "columns at the first visit acting on the estimated initial "
+        "probabilities' logits (msm's initcovariates)",
+        "outcome_shared": "outcome covariates with one effect across the states using them "
+        "(msm's hconstraint on a covariate)",
+        "phases": 'states whose sojourn is Coxian phase-type, e.g. { "1" = 2 } (msm\'s '
+        "phase.states); covariates, effects and initial then name the phases, '1 [P1]'",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "kind": '"panel" (the only kind with misclassification)',
@@ -729,10 +1023,21 @@ class HiddenCTMC(AbstractLinearModel):
                 censor=table.get("censor"),
                 pci=table.get("pci", ()),
                 estimate_initial=table.get("estimate_initial", False),
+                outcomes=table.get("outcomes"),
+                outcome_shared=table.get("outcome_shared", ()),
+                phases=table.get("phases"),
+                misc_covariates=table.get("misc_covariates", ()),
+                initial_covariates=table.get("initial_covariates", ()),
             )
         except ValueError as error:
             text = str(error)
-            for field in ("misclassification", "initial", "censor", "pci", "estimate_initial"):
+            fields = ("misclassification", "initial", "censor", "pci", "estimate_initial")
+            fields += ("outcomes", "outcome_shared", "phases", "misc_covariates")
+            fields += ("initial_covariates",)
+            text = text.replace("HiddenCTMC: outcomes gives", "model.outcomes gives")
+            text = text.replace("HiddenCTMC: outcomes names", "model.outcomes names")
+            text = text.replace("HiddenCTMC: phases names", "model.phases names")
+            for field in fields:
                 text = text.replace(f"HiddenCTMC: {field}", f"model.{field}")
             raise ValueError(f"{where}: {text}") from None
 
@@ -744,8 +1049,7 @@ class HiddenCTMC(AbstractLinearModel):
                 f"{source}: data.kind = {kind!r}; a chain with misclassification is read "
                 'from panel visits (kind = "panel")'
             )
-        needed = [*self.data_covariates] + ([self.obstrue] if self.obstrue else [])
-        return read_chains(source=source, covariates=needed, **columns)
+        return read_chains(source=source, covariates=self._data_columns(), **columns)
 
     # ------------------------------------------------------------------ fit hooks
 
@@ -762,10 +1066,16 @@ class HiddenCTMC(AbstractLinearModel):
             name
             for name, on in (
                 ("misclassification", self.misclassification),
-                ("censored states", self.censor),
+                ("censored states", self.censor and not self.phases),
                 (
                     f"piecewise-constant intensities (cuts {', '.join(map(_cut, self.pci))})",
                     self.pci,
+                ),
+                ("outcome distributions", self.outcomes),
+                (
+                    "phase-type sojourns in "
+                    + ", ".join(f"{s} ({k} phases)" for s, k in self.phases),
+                    self.phases,
                 ),
             )
             if on
@@ -779,7 +1089,13 @@ class HiddenCTMC(AbstractLinearModel):
 
 class HiddenCTMCFit(CTMCFit):
     """A :class:`HiddenCTMC` fit: the chain's views (intensities, qmatrix, pmatrix,
-    sojourn, hazard ratios) plus the misclassification probabilities and Viterbi paths."""
+    sojourn, hazard ratios) plus the misclassification probabilities, outcome
+    distributions, phase-type sojourns and Viterbi paths."""
+
+    REPORTS = CTMCFit.REPORTS | {
+        "phases": "sojourn in each phase-type state (msm's phasemeans.msm)",
+        "initial_probabilities": "the true state's distribution at the first visit",
+    }
 
     def misclassification(self) -> pd.DataFrame:
         """``P(recorded s | true r)`` for every allowed pair and the diagonal of those rows,
@@ -797,7 +1113,8 @@ class HiddenCTMCFit(CTMCFit):
                 grad_logit = J[r, s] / (e * (1 - e))
                 se = float(np.sqrt(grad_logit @ self.covariance @ grad_logit))
                 logit = np.log(e / (1 - e))
-                lower, upper = (1 / (1 + np.exp(-(logit + k * z * se))) for k in (-1, 1))
+                with np.errstate(over="ignore"):  # an unidentified logit: interval (0, 1)
+                    lower, upper = (1 / (1 + np.exp(-(logit + k * z * se))) for k in (-1, 1))
                 out.append(
                     {
                         "true": model.states[r],
@@ -809,6 +1126,68 @@ class HiddenCTMCFit(CTMCFit):
                     }
                 )
         return pd.DataFrame(out).set_index(["true", "recorded"])
+
+    def outcomes(self) -> pd.DataFrame:
+        """The outcome distributions' parameters on their natural scale (a standard
+        deviation, not its log) with Wald intervals from the estimation scale, as msm's
+        ``hmodel`` printout; covariate effects on the location's scale."""
+        m = self.model
+        names = m.param_names
+        z = _normal_quantile(self.level)
+        _, _, layout = m._outcome_layout()
+        rows = []
+        for state, o, (index, effects) in zip(m.states, m.outcomes, layout):
+            scales = [sc for _, sc in DISTRIBUTIONS[o.distribution][0]]
+            labels = [p for p, _ in DISTRIBUTIONS[o.distribution][0]]
+            for i, label, scale in zip(index, labels, scales):
+                rows.append((state, o.distribution, label, i, scale))
+            for c, i in zip(o.covariates, effects):
+                rows.append((state, o.distribution, c, i, "identity"))
+            for f, v in zip(DISTRIBUTIONS[o.distribution][1], o.fixed):
+                rows.append((state, o.distribution, f, v, "fixed"))
+        out = []
+        for state, dist, label, i, scale in rows:
+            if scale == "fixed":
+                out.append({"state": state, "distribution": dist, "parameter": label,
+                            "estimate": i, "lower": np.nan, "upper": np.nan})  # fmt: skip
+                continue
+            est, se = float(self.theta[i]), float(np.sqrt(max(self.covariance[i, i], 0.0)))
+            to = {"identity": lambda x: x, "log": np.exp, "logit": lambda x: 1 / (1 + np.exp(-x))}
+            f = to[scale]
+            out.append({"state": state, "distribution": dist, "parameter": label,
+                        "estimate": float(f(est)), "lower": float(f(est - z * se)),
+                        "upper": float(f(est + z * se)), "theta": names[i]})  # fmt: skip
+        return pd.DataFrame(out).set_index(["state", "parameter"])
+
+    def phases(self, covariates=None, **interval) -> pd.DataFrame:
+        """The sojourn in each phase-type state, with intervals (options as the CTMC
+        outputs, default ``ci="normal"``): ``mean_sojourn`` from entry; with two phases
+        also msm's ``phasemeans``: ``short_mean`` (leaving from phase 1, 1 / its total
+        rate), ``long_mean`` (through phase 2) and ``long_probability``."""
+        m = self.model
+        if not m.phases:
+            raise ValueError("the model has no phase-type states (model.phases)")
+        generator = self._generator_fn(covariates)
+        rows = []
+        for state, members in m.censor:
+            names = ["short_mean", "long_mean", "long_probability"] if len(members) == 2 else []
+            rows += [(state, q) for q in [*names, "mean_sojourn"]]
+
+        def sojourns(theta):
+            Q = generator(theta)
+            out = []
+            for _, members in m.censor:
+                idx = list(members)
+                leave = -jnp.diagonal(Q)[jnp.asarray(idx)]
+                onward = jnp.stack([Q[a, b] for a, b in itertools.pairwise(idx)])
+                reach = jnp.concatenate([jnp.ones(1), jnp.cumprod(onward / leave[:-1])])
+                if len(idx) == 2:
+                    out += [1 / leave[0], 1 / leave[0] + 1 / leave[1], onward[0] / leave[0]]
+                out.append(jnp.sum(reach / leave))
+            return jnp.stack(out)
+
+        index = pd.MultiIndex.from_tuples(rows, names=["state", "quantity"])
+        return self._interval_table(sojourns, index, interval)
 
     def viterbi(self, data=None) -> pd.DataFrame:
         """Each visit with the recorded and most likely true state (msm's ``viterbi.msm``)
@@ -851,6 +1230,37 @@ class HiddenCTMCFit(CTMCFit):
                     f"  recorded {recorded} | true {true}  {row.estimate:9.5f}  "
                     f"({row.lower:.5f}, {row.upper:.5f})"
                 )
+        if self.model.misc_covariates:
+            lines += [
+                "",
+                "Covariate effects on the misclassification logits (centred covariates) "
+                f"with {100 * self.level:g}% intervals:",
+            ]
+            z = _normal_quantile(self.level)
+            for i, name in enumerate(self.model.param_names):
+                if self.model.param_kinds[i] == "misclassification_effect":
+                    se = float(np.sqrt(max(self.covariance[i, i], 0.0)))
+                    b = float(self.theta[i])
+                    lines.append(f"  {name:>18}  {b:10.5g}  ({b - z * se:.5g}, {b + z * se:.5g})")
+        if self.model.outcomes:
+            lines += ["", f"Outcome distributions with {100 * self.level:g}% intervals:"]
+            for label, row in self.outcomes().iterrows():
+                state, parameter = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
+                interval = (
+                    "(fixed)" if np.isnan(row.lower) else f"({row.lower:.5g}, {row.upper:.5g})"
+                )
+                lines.append(
+                    f"  state {state:>6} {row.distribution:>11} {parameter:>10}  "
+                    f"{row.estimate:11.5g}  {interval}"
+                )
+        if self.model.phases:
+            lines += ["", f"Phase-type sojourns with {100 * self.level:g}% intervals:"]
+            for label, row in self.phases().iterrows():
+                state, quantity = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
+                lines.append(
+                    f"  state {state:>6} {quantity:>16}  {row.estimate:10.5g}  "
+                    f"({row.lower:.5g}, {row.upper:.5g})"
+                )
         if self.model.estimate_initial:
             lines += ["", f"Initial state probabilities with {100 * self.level:g}% intervals:"]
             for state, row in self.initial_probabilities().iterrows():
@@ -863,12 +1273,24 @@ class HiddenCTMCFit(CTMCFit):
         tables = super()._tables()
         if self.model.misclassification:
             tables["misclassification"] = self.misclassification().reset_index()
+        if self.model.outcomes:
+            tables["outcomes"] = self.outcomes().reset_index()
         return tables
 
     def plot(self, data):
         raise NotImplementedError(
             "fits with misclassification have no prevalence plot yet; see .viterbi()"
         )
+
+
+def _columns(value, field: str, allowed: bool, caller: str, why: str) -> tuple[str, ...]:
+    """A list of data columns for ``field``: no repeats, and only where ``allowed``."""
+    columns = (value,) if isinstance(value, str) else tuple(value)
+    if columns and not allowed:
+        raise ValueError(f"{caller}: {field} {why}")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{caller}: {field} lists a column twice")
+    return columns
 
 
 def _cut(value: float) -> str:

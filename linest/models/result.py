@@ -272,13 +272,17 @@ class FitResult:
         nan = np.full(estimate.shape, np.nan)
         if ci == "none":
             return estimate, nan, nan.copy()
-        if not np.all(np.isfinite(self.covariance)):
+        # A rate at the boundary (estimated at 0) is held there: it has no normal
+        # approximation, only its one-sided profile interval.
+        held = self.boundary[:, None] | self.boundary[None, :]
+        covariance = np.where(held, 0.0, self.covariance)
+        if not np.all(np.isfinite(covariance)):
             raise ValueError(
                 f"intervals (ci={ci!r}) need the covariance, which this fit does not have "
                 "(the information matrix is not positive definite); use ci='none'"
             )
         if ci == "normal":
-            values, vectors = np.linalg.eigh((self.covariance + self.covariance.T) / 2)
+            values, vectors = np.linalg.eigh((covariance + covariance.T) / 2)
             root = vectors * np.sqrt(np.clip(values, 0, None))
             noise = np.random.default_rng(seed).standard_normal((draws, len(theta)))
             finite = np.where(np.isfinite(theta), theta, -745.0)  # a rate at 0: exp -> 0
@@ -295,11 +299,9 @@ class FitResult:
             J = np.asarray(
                 jax.jacobian(lambda t: jnp.log(jnp.abs(fn(t))))(jnp.asarray(theta)), float
             )
-            J = J.reshape(estimate.size, len(theta))
+            J = np.where(self.boundary[None, :], 0.0, J.reshape(estimate.size, len(theta)))
             with np.errstate(invalid="ignore"):
-                se = np.sqrt(np.einsum("ip,pq,iq->i", J, self.covariance, J)).reshape(
-                    estimate.shape
-                )
+                se = np.sqrt(np.einsum("ip,pq,iq->i", J, covariance, J)).reshape(estimate.shape)
                 ok = np.isfinite(estimate) & (estimate != 0) & np.isfinite(se)
                 lower = np.where(ok, estimate * np.exp(-np.sign(estimate) * z * se), np.nan)
                 upper = np.where(ok, estimate * np.exp(np.sign(estimate) * z * se), np.nan)
