@@ -104,8 +104,7 @@ def _fit(args) -> int:
         )
     print(f"{spec.path}: {chains.source}")
     print(result.summary())
-    if reports:
-        print("\n" + result.report(reports))
+    reported = _print_reports(result, reports)
     if args.json:
         out = Path(args.json)
         payload = result.to_dict() | {"spec": str(spec.path), "data": str(spec.data["source"])}
@@ -116,7 +115,24 @@ def _fit(args) -> int:
         figure = result.plot(chains)
         atomic_write(out, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
         print(f"wrote {out}")
+    if not reported:
+        return EXIT_INPUT
     return 0 if result.converged else 2
+
+
+def _print_reports(result, reports) -> bool:
+    """Print each --report table; one this model cannot give (efpt without an absorbing
+    state...) is an error naming it, after which the others and the outputs still come."""
+    ok = True
+    for name in reports:
+        try:
+            text = result.report([name])
+        except ValueError as error:
+            print(f"linest: error: --report {name}: {error}", file=sys.stderr)
+            ok = False
+            continue
+        print("\n" + text)
+    return ok
 
 
 def _sample(args) -> int:
@@ -144,6 +160,15 @@ def _sample(args) -> int:
 
         outputs += [("--plots", path) for path in posterior_plot_paths(args.plots)]
     _check_outputs(outputs, spec, args.overwrite, resume=args.resume)
+    try:
+        reports = spec.model.result_class.check_reports([args.report]) if args.report else []
+        if "sojourn" in reports:
+            raise ValueError(
+                "--report: sojourn is a fit's delta-method table; for its posterior ask for "
+                "totlos or efpt"
+            )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     chains = spec.read_data()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
@@ -173,6 +198,12 @@ def _sample(args) -> int:
     for warning in caught:
         if issubclass(warning.category, SamplingWarning):
             print(f"WARNING: {warning.message}")
+    reported = True
+    if reports:
+        result = spec.model.result_class.from_posterior(
+            spec.model, spec.model.statistics(chains), tree
+        )
+        reported = _print_reports(result, reports)
     if args.out:
         print(f"wrote {args.out}")
     if args.plots:
@@ -180,7 +211,7 @@ def _sample(args) -> int:
 
         for path in plot_posterior(tree, args.plots):
             print(f"wrote {path}")
-    return 0
+    return 0 if reported else EXIT_INPUT
 
 
 def _join(args) -> int:
@@ -346,6 +377,12 @@ def main(argv=None) -> int:
     draw.add_argument("--warmup", type=int, default=1000, help="adaptation steps per chain")
     draw.add_argument("--draws", type=int, default=1000, help="kept draws per chain")
     draw.add_argument("--gradient", default="default", help="as for `linest fit`")
+    draw.add_argument(
+        "--report",
+        metavar="NAMES",
+        help="after-fit tables over the posterior, comma-separated (a CTMC: pnext, totlos, "
+        "envisits, efpt): posterior medians and equal-tailed credible intervals",
+    )
     draw.add_argument(
         "--kernel",
         default="nuts",

@@ -443,3 +443,34 @@ def test_divergence_warning_says_where_the_divergent_draws_sit():
     assert note.startswith("3 divergent transition(s)")
     assert re.search(r"sit 1\.\d sd above the posterior mean of c on average", note), note
     assert "--target-acceptance 0.9" in note
+
+
+def test_cli_sample_report_refuses_a_fit_only_table(tmp_path, paths):
+    frame, _ = paths
+    command, env = _cli("sample", _spec(tmp_path, frame), "--report", "sojourn,nosuch")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "nosuch" in result.stderr and "Traceback" not in result.stderr
+    command, env = _cli("sample", _spec(tmp_path, frame), "--report", "sojourn")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "for its posterior ask for totlos" in result.stderr
+
+
+@pytest.mark.slow  # a short posterior through the command line
+def test_cli_sample_reports_outputs_over_the_posterior(tmp_path, paths):
+    frame, _ = paths
+    out = tmp_path / "run.nc"
+    command, env = _cli("sample", _spec(tmp_path, frame), "--chains", "2", "--warmup", "100",
+                        "--draws", "100", "--seed", "4", "--quiet", "--out", out,
+                        "--report", "efpt,pnext")  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    # This chain has no absorbing state: efpt is an error naming it, pnext still prints.
+    assert result.returncode == 1, result.stderr
+    assert "--report efpt: efpt: the chain has no absorbing state" in result.stderr
+    assert "pnext: probability of each next state" in result.stdout
+    assert "credible intervals, posterior medians" in result.stdout
+    # The printed median of P(next = a | leaving b) is the median over the saved draws.
+    tree = az.from_netcdf(out)
+    theta = tree["posterior"]["theta"].values.reshape(-1, 4)
+    rate = np.exp(theta)  # a-b, b-a, b-c, c-a
+    median = np.median(rate[:, 1] / (rate[:, 1] + rate[:, 2]))
+    assert f"{median:.6g}" in result.stdout

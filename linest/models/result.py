@@ -163,6 +163,7 @@ class FitResult:
     profile: pd.DataFrame | None = None  # profile-likelihood intervals (theta scale)
     level: float = 0.95
     model_error: ModelError | None = None
+    posterior: object = None  # the draws behind a result from_posterior, else None
 
     #: Named after-fit tables (``linest fit --report NAME,...``) and their titles; each is
     #: the method of the same name with its defaults. A model's result class adds its own.
@@ -178,14 +179,41 @@ class FitResult:
             raise ValueError(f"--report: unknown report(s) {unknown}; this model offers: {offered}")
         return names
 
+    @classmethod
+    def from_posterior(cls, model, statistics, posterior, level: float = 0.95):
+        """A result that holds a posterior (the tree :func:`linest.sample` returns, or theta
+        draws (..., p)) instead of a fit, for the after-fit tables: ``theta`` is the
+        posterior median, ``covariance`` the draws' covariance, and every table's
+        interval is the equal-tailed credible interval of the output over the draws (its
+        estimate the posterior median). There is no optimum: ``loglik`` is NaN and
+        ``converged`` False."""
+        draws = _posterior_theta(posterior)
+        draws = draws.reshape(-1, draws.shape[-1])
+        nan = float("nan")
+        return cls(
+            model=model, statistics=statistics, theta=np.median(draws, axis=0),
+            covariance=np.atleast_2d(np.cov(draws.T)), loglik=nan, converged=False,
+            iterations=0, evaluations=0, gradient_norm=nan, information_condition=nan,
+            message=f"{len(draws)} posterior draws, not a fit", gradient="", optimizer="",
+            seconds=0.0, level=level, posterior=posterior,
+        )  # fmt: skip
+
     def report(self, names) -> str:
-        """The named tables (:attr:`REPORTS`) as text, with their titles."""
+        """The named tables (:attr:`REPORTS`) as text, with their titles; for a result
+        :meth:`from_posterior`, posterior medians and credible intervals."""
         blocks = []
+        kind = (
+            "credible intervals, posterior medians" if self.posterior is not None else "intervals"
+        )
         for name in self.check_reports(names):
             method = getattr(self, name)
-            blocks.append(f"{name}: {self.REPORTS[name]} ({100 * self.level:g}% intervals):")
+            blocks.append(f"{name}: {self.REPORTS[name]} ({100 * self.level:g}% {kind}):")
+            if self.posterior is not None:
+                table = method(ci=self.posterior)
+            else:
+                table = method()
             with pd.option_context("display.width", 120, "display.max_rows", 200):
-                blocks.append(method().to_string(float_format=lambda v: f"{v:.6g}") + "\n")
+                blocks.append(table.to_string(float_format=lambda v: f"{v:.6g}") + "\n")
         return "\n".join(blocks)
 
     def theta_intervals(self) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -205,6 +205,13 @@ def test_outputs_over_posterior_draws(fit):
     np.testing.assert_allclose(table.estimate, normal.estimate, rtol=0.03)
     with pytest.raises(ValueError, match="posterior"):
         fit.totlos(ci=[1, 2])
+    # A result from the draws alone (what `linest sample --report` prints): the same tables.
+    held = type(fit).from_posterior(fit.model, fit.statistics, draws)
+    np.testing.assert_allclose(held.theta, np.median(draws.reshape(-1, draws.shape[-1]), axis=0))
+    text = held.report(["efpt"])
+    assert "credible intervals, posterior medians" in text
+    efpt = fit.efpt(ci=draws)
+    assert f"{efpt.estimate.iloc[0]:.6g}" in text and f"{efpt.upper.iloc[0]:.6g}" in text
 
 
 @pytest.mark.slow  # a fit (the default run has the likelihood checks below)
