@@ -104,7 +104,7 @@ def _fit(args) -> int:
         )
     print(f"{spec.path}: {chains.source}")
     print(result.summary())
-    reported = _print_reports(result, reports)
+    reported = _print_reports(result, reports, chains)
     if args.json:
         out = Path(args.json)
         payload = result.to_dict() | {"spec": str(spec.path), "data": str(spec.data["source"])}
@@ -120,13 +120,13 @@ def _fit(args) -> int:
     return 0 if result.converged else 2
 
 
-def _print_reports(result, reports) -> bool:
+def _print_reports(result, reports, data=None) -> bool:
     """Print each --report table; one this model cannot give (efpt without an absorbing
     state...) is an error naming it, after which the others and the outputs still come."""
     ok = True
     for name in reports:
         try:
-            text = result.report([name])
+            text = result.report([name], data=data)
         except ValueError as error:
             print(f"linest: error: --report {name}: {error}", file=sys.stderr)
             ok = False
@@ -203,7 +203,7 @@ def _sample(args) -> int:
         result = spec.model.result_class.from_posterior(
             spec.model, spec.model.statistics(chains), tree
         )
-        reported = _print_reports(result, reports)
+        reported = _print_reports(result, reports, chains)
     if args.out:
         print(f"wrote {args.out}")
     if args.plots:
@@ -362,7 +362,7 @@ def main(argv=None) -> int:
         "--report",
         metavar="NAMES",
         help="after-fit tables, comma-separated (a CTMC: sojourn, pnext, totlos, envisits, "
-        "efpt; intervals by simulation from the estimate's normal approximation)",
+        "efpt, pearson; intervals by simulation from the estimate's normal approximation)",
     )
     fit.add_argument(
         "--plot",

@@ -797,7 +797,24 @@ class CTMCFit(FitResult):
         "totlos": "expected total time in each state, from the first state, for ever (msm's totlos.msm)",
         "envisits": "expected number of visits to each state, from the first state (msm's envisits.msm)",
         "efpt": "expected time to reach the absorbing states, from each state (msm's efpt.msm)",
+        "pearson": "Pearson-type goodness of fit, observed against expected transitions per "
+        "group of time, interval length and covariates (msm's pearson.msm)",
     }
+
+    def pearson(
+        self, data, timegroups: int = 3, intervalgroups: int = 3, covgroups: int = 3
+    ) -> dict:
+        """msm's ``pearson.msm`` (Aguirre-Hernandez and Farewell's test for panel data):
+        ``{"observed", "expected", "deviance"}`` tables (a row per group of end time,
+        interval length and covariates; a column per possible transition; deviance is
+        (O - E)^2 / E with the sign of O - E) and ``"test"`` (stat, df_lower, p_lower,
+        df_upper, p_upper: the null distribution lies between the two chi-squares). The
+        data are the fit's (``read_chains`` output). See :mod:`linest.models.ctmc_pearson`
+        for what is not covered (exact death times, censoring, misclassification; msm's
+        bootstrap and "accurate" p-values)."""
+        from linest.models.ctmc_pearson import pearson_table
+
+        return pearson_table(self, data, timegroups, intervalgroups, covgroups)
 
     def intensities(self) -> pd.DataFrame:
         """Baseline intensities q_rs (at the covariate means) with 95% intervals.

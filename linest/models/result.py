@@ -198,22 +198,33 @@ class FitResult:
             seconds=0.0, level=level, posterior=posterior,
         )  # fmt: skip
 
-    def report(self, names) -> str:
+    def report(self, names, data=None) -> str:
         """The named tables (:attr:`REPORTS`) as text, with their titles; for a result
-        :meth:`from_posterior`, posterior medians and credible intervals."""
+        :meth:`from_posterior`, posterior medians and credible intervals. ``data`` goes to
+        the tables that need the observations (a CTMC's ``pearson``)."""
+        import inspect
+
         blocks = []
         kind = (
             "credible intervals, posterior medians" if self.posterior is not None else "intervals"
         )
         for name in self.check_reports(names):
             method = getattr(self, name)
-            blocks.append(f"{name}: {self.REPORTS[name]} ({100 * self.level:g}% {kind}):")
-            if self.posterior is not None:
-                table = method(ci=self.posterior)
+            kwargs = {"ci": self.posterior} if self.posterior is not None else {}
+            if "data" in inspect.signature(method).parameters:
+                if data is None:
+                    raise ValueError(f"{name} needs the data the model was fitted to")
+                kwargs = {"data": data}
+                blocks.append(f"{name}: {self.REPORTS[name]}:")
             else:
-                table = method()
+                blocks.append(f"{name}: {self.REPORTS[name]} ({100 * self.level:g}% {kind}):")
+            tables = method(**kwargs)
+            if isinstance(tables, pd.DataFrame):
+                tables = {"": tables}
             with pd.option_context("display.width", 120, "display.max_rows", 200):
-                blocks.append(table.to_string(float_format=lambda v: f"{v:.6g}") + "\n")
+                for title, table in tables.items():
+                    text = table.to_string(float_format=lambda v: f"{v:.6g}")
+                    blocks.append((f"{title}:\n" if title else "") + text + "\n")
         return "\n".join(blocks)
 
     def theta_intervals(self) -> tuple[np.ndarray, np.ndarray, list[str]]:

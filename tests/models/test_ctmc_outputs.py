@@ -269,3 +269,51 @@ def test_covariate_likelihoods_equal_msm_at_its_start(reference, covariate, tran
     rates = [crude[1], crude[4], crude[0], crude[3], crude[5], crude[2], crude[6]]
     start = np.r_[np.log(rates), np.zeros(len(transitions))]
     assert abs(-2 * float(model.loglik(start, model.statistics(chains))) - ref["start"]) < 1e-4
+
+
+PEARSON = json.loads((HERE / "msm" / "psor_pearson.json").read_text())  # msm/psor_pearson.R
+
+
+def _pearson_against_msm(covariates, reference):
+    from linest.spec import load_spec
+
+    spec = load_spec(HERE.parents[1] / "models" / "psor.toml").with_covariates(covariates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the rows without ollwsdrt are dropped, as msm does
+        data = spec.read_data()
+    fit = linest.fit(spec.model, data, progress=False)
+    p, k = reference["params"], len(covariates)
+    # msm orders the effects covariate-major, linest transition-major.
+    effects = np.array(p[3:]).reshape(k, 3).T.ravel() if k else []
+    fit = dataclasses.replace(fit, theta=np.concatenate([p[:3], effects]))
+    out = fit.pearson(data)
+    test = reference["test"]
+    assert abs(out["test"]["stat"] - test["stat"]) < 1e-4 * test["stat"]
+    assert (out["test"]["df_lower"], out["test"]["df_upper"]) == (
+        test["df.lower"],
+        test["df.upper"],
+    )
+    for name in ("observed", "expected"):
+        ours = out[name]
+        theirs = np.array([reference[name][c] for c in ours.columns]).T
+        np.testing.assert_allclose(ours.values, theirs, rtol=1e-6, atol=1e-9)
+    assert list(out["observed"].index.get_level_values("time")) == reference["observed"]["Time"]
+    return fit, data
+
+
+def test_pearson_equals_msm_on_psor():
+    fit, data = _pearson_against_msm([], PEARSON["plain"])
+    text = fit.report(["pearson"], data=data)
+    assert "observed:" in text and "deviance:" in text and "2803.93" in text
+    with pytest.raises(ValueError, match="pearson needs the data"):
+        fit.report(["pearson"])
+
+
+@pytest.mark.slow  # a second psor fit; the plain model's check above is the default one
+def test_pearson_with_covariate_groups_equals_msm_on_psor():
+    _pearson_against_msm(["hieffusn", "ollwsdrt"], PEARSON["covariates"])
+
+
+def test_pearson_refuses_exact_death_times(fit, chains):
+    with pytest.raises(ValueError, match=r"exact times.*imputes"):
+        fit.pearson(chains)
