@@ -1158,22 +1158,10 @@ class CTMCFit(FitResult):
         and ``P`` at the covariate means.
         """
         m = self.model
-        if data.kind != "panel":
-            raise ValueError("prevalence needs panel data (read_chains kind='panel')")
         times = np.atleast_1d(np.asarray(times, float))
         position = {s: i for i, s in enumerate(m.states)}
-        code = np.array([position[s] for s in data.state])
-        new = np.r_[True, data.subject[1:] != data.subject[:-1]]
-        starts = np.flatnonzero(new)
-        ends = np.r_[starts[1:], len(code)] - 1
         absorbing = np.isin(np.arange(m.num_states), m.absorbing)
-        observed = np.zeros((len(times), m.num_states))
-        for first, last in zip(starts, ends):
-            t_sub = data.time[first : last + 1]
-            k = np.searchsorted(t_sub, times, side="right") - 1
-            inside = (k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]])
-            states = code[first + np.clip(k, 0, None)]
-            np.add.at(observed, (np.flatnonzero(inside), states[inside]), 1)
+        observed = _observed_prevalence(data, times, position, absorbing)
         pi0 = self._initial_distribution(data)
         totals = observed.sum(axis=1)
         expected = np.stack(
@@ -1227,3 +1215,24 @@ class CTMCFit(FitResult):
         from linest.plots import plot_prevalence
 
         return plot_prevalence(self, data)
+
+
+def _observed_prevalence(data, times, position, absorbing) -> np.ndarray:
+    """Numbers observed in each category at ``times`` (msm's prevalence.msm): a subject
+    counts at ``t`` within its follow-up, or after it entered an absorbing category; its
+    category is the one recorded last at or before ``t``. ``position`` maps a recorded
+    state to its category, ``absorbing`` (categories,) says which are absorbing."""
+    if data.kind != "panel":
+        raise ValueError("prevalence needs panel data (read_chains kind='panel')")
+    code = np.array([position[s] for s in data.state])
+    new = np.r_[True, data.subject[1:] != data.subject[:-1]]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(code)] - 1
+    observed = np.zeros((len(times), len(absorbing)))
+    for first, last in zip(starts, ends):
+        t_sub = data.time[first : last + 1]
+        k = np.searchsorted(t_sub, times, side="right") - 1
+        inside = (k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]])
+        states = code[first + np.clip(k, 0, None)]
+        np.add.at(observed, (np.flatnonzero(inside), states[inside]), 1)
+    return observed

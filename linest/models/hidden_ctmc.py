@@ -44,7 +44,7 @@ import pandas as pd
 from jax import lax
 
 from linest.data import Chains, DataError, read_chains, state_key
-from linest.engine import expm_times
+from linest.engine import expm, expm_times
 from linest.gradients import Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import (
@@ -54,6 +54,7 @@ from linest.models.ctmc import (
     CTMCFit,
     _cell_index,
     _centre,
+    _observed_prevalence,
     _parse_transition,
     _unique_rows,
 )
@@ -1277,10 +1278,81 @@ class HiddenCTMCFit(CTMCFit):
             tables["outcomes"] = self.outcomes().reset_index()
         return tables
 
-    def plot(self, data):
-        raise NotImplementedError(
-            "fits with misclassification have no prevalence plot yet; see .viterbi()"
+    # Prevalence compares what the visits record with what the model expects them to
+    # record: the true state's distribution pi0 P(t) seen through the observation model
+    # (the misclassification matrix, or a phased state's phases summed).
+
+    def _recorded(self):
+        """The recorded categories: labels, the map from a recorded code to its category,
+        which are absorbing, and ``theta -> M`` (n, R): the probability that each true
+        state is recorded as each category."""
+        m = self.model
+        if m.outcomes:
+            raise ValueError(
+                "prevalence: the visits record numbers (outcomes), not states; see .viterbi()"
+            )
+        if m.censor and not m.phases:
+            raise ValueError("prevalence: censor codes are not supported")
+        n = m.num_states
+        if m.phases:
+            states, _, _, labels = m.original
+            labels = list(states if labels is None else labels)
+            sets = dict(m.censor)
+            columns = [list(sets[s]) if s in sets else [m.states.index(s)] for s in states]
+            member = np.zeros((n, len(states)))
+            for r, rows in enumerate(columns):
+                member[rows, r] = 1.0
+            position = {s: r for r, s in enumerate(states)}
+            absorbing = np.array([all(i in m.absorbing for i in rows) for rows in columns])
+            return labels, position, absorbing, lambda theta: jnp.asarray(member)
+        position = {s: i for i, s in enumerate(m.states)}
+        absorbing = np.isin(np.arange(n), m.absorbing)
+        return list(m.labels), position, absorbing, m.emission_matrix
+
+    def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Observed and expected numbers recorded in each state at ``times`` (msm's
+        prevalence.msm, counted as for a CTMC); expected: the number counted times
+        ``pi0 P(t) M``, ``pi0`` the fitted initial distribution, ``P`` at the covariate
+        means and ``M`` the observation model (misclassification, or phases summed)."""
+        times = np.atleast_1d(np.asarray(times, float))
+        labels, position, absorbing, record = self._recorded()
+        observed = _observed_prevalence(data, times, position, absorbing)
+        shares = np.asarray(self._recorded_shares(times, record)(jnp.asarray(self.theta)))
+        expected = observed.sum(axis=1)[:, None] * shares
+        index = pd.Index(times, name="time")
+        return (
+            pd.DataFrame(observed, index=index, columns=labels),
+            pd.DataFrame(expected, index=index, columns=labels),
         )
+
+    def expected_prevalence(self, data, times, **interval) -> pd.DataFrame:
+        """Expected percentage recorded in each state at ``times``, 100 pi0 P(t) M, with
+        intervals (options as the other outputs; default ``ci="normal"``)."""
+        times = np.atleast_1d(np.asarray(times, float))
+        if not (np.all(np.isfinite(times)) and np.all(times >= 0)):
+            raise ValueError(f"expected_prevalence: times must be finite and >= 0, got {times!r}")
+        labels, _, _, record = self._recorded()
+        shares = self._recorded_shares(times, record)
+        index = pd.MultiIndex.from_product([times, labels], names=["time", "state"])
+        return self._interval_table(lambda t: 100 * shares(t), index, interval)
+
+    def _recorded_shares(self, times, record):
+        """``theta -> pi0 P(t) M`` (T, R)."""
+        m = self.model
+        generator = self._generator_fn(None)
+
+        def shares(theta):
+            P = expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact())
+            pi0 = m.initial_probabilities(theta)
+            return jnp.einsum("i,tij,jr->tr", pi0, P, record(theta))
+
+        return shares
+
+    def plot(self, data):
+        """Observed against expected recorded prevalence (msm's plot.prevalence.msm)."""
+        from linest.plots import plot_prevalence
+
+        return plot_prevalence(self, data)
 
 
 def _columns(value, field: str, allowed: bool, caller: str, why: str) -> tuple[str, ...]:

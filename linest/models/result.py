@@ -192,7 +192,9 @@ class FitResult:
         nan = float("nan")
         return cls(
             model=model, statistics=statistics, theta=np.median(draws, axis=0),
-            covariance=np.atleast_2d(np.cov(draws.T)), loglik=nan, converged=False,
+            covariance=np.atleast_2d(np.cov(draws.T)) if len(draws) > 1
+            else np.zeros((draws.shape[1],) * 2),
+            loglik=nan, converged=False,
             iterations=0, evaluations=0, gradient_norm=nan, information_condition=nan,
             message=f"{len(draws)} posterior draws, not a fit", gradient="", optimizer="",
             seconds=0.0, level=level, posterior=posterior,

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 import linest
 from linest.data import DataError
@@ -495,3 +496,20 @@ def test_estimated_initial_probabilities_likelihood_at_msm_start():
     _, statistics, start = _initprobs_start(model)
     assert abs(-2 * float(model.loglik(start, statistics)) - ref["start"]) < 1e-4
     np.testing.assert_allclose(model.initial_probabilities(start), [0.9, 0.1, 0, 0], atol=1e-15)
+
+
+def test_recorded_prevalence_goes_through_the_misclassification_matrix(cav, cav_fit, tmp_path):
+    """Expected numbers recorded: total x pi0 expm(Q t) E (true state, then its record)."""
+    model, data, _ = cav
+    times = [0.0, 3.0, 8.0]
+    observed, expected = cav_fit.prevalence(data, times)
+    Q = np.asarray(model.generator(cav_fit.theta))
+    E = np.asarray(model.emission_matrix(cav_fit.theta))
+    pi0 = np.asarray(model.initial_probabilities(cav_fit.theta))
+    want = np.stack([pi0 @ scipy.linalg.expm(Q * t) @ E for t in times])
+    np.testing.assert_allclose(expected.to_numpy(), observed.sum(axis=1).to_numpy()[:, None] * want, rtol=1e-10)  # fmt: skip
+    assert observed.iloc[0].tolist() == [622, 0, 0, 0]
+    bands = cav_fit.expected_prevalence(data, times)
+    inside = (bands.lower <= bands.estimate) & (bands.estimate <= bands.upper)
+    assert inside.all()
+    cav_fit.plot(data).savefig(tmp_path / "p.png")

@@ -17,6 +17,8 @@ import scipy.stats
 import linest
 from linest.data import DataError
 from linest.fit import FitWarning
+from linest.models.ctmc import CTMCFit
+from linest.models.hidden_ctmc import HiddenCTMCFit
 from linest.models.outcomes import Outcome, outcome_logpdf
 from linest.spec import SpecError, load_spec
 
@@ -355,3 +357,24 @@ def test_initial_probability_covariates_likelihood_equals_msm():
         [params[:5], eta, [params[labels.index("initp")], params[labels.index("initpcov")]]]
     )
     assert abs(float(loglik(theta)) - INITCOV["optimum"]) < 1e-6
+
+
+def test_recorded_prevalence_sums_the_phases_and_counts_as_the_ctmc():
+    """Expected: pi0 expm(Q t) with the phases of state 1 summed (msm's own fit's
+    generator); observed: the same counts as the CTMC's prevalence of the recorded states."""
+    model = linest.HiddenCTMC(**CAV, phases={1: 2})
+    data = model.read_data(ROOT / "data" / "cav.csv", subject="PTNUM", time="years", state="state")
+    theta = _phase_theta(model, PHASE["qmatrix"])
+    # A result holding theta alone (no fit needed): its median is theta.
+    fit = HiddenCTMCFit.from_posterior(model, model.statistics(data), theta[None, :])
+    times = [0.0, 2.0, 5.0, 10.0]
+    observed, expected = fit.prevalence(data, times)
+    Q = np.asarray(PHASE["qmatrix"])
+    shares = np.stack([scipy.linalg.expm(Q * t)[0] for t in times])
+    shares = np.column_stack([shares[:, :2].sum(1), shares[:, 2:]])
+    np.testing.assert_allclose(expected.to_numpy(), observed.sum(axis=1).to_numpy()[:, None] * shares, rtol=1e-10)  # fmt: skip
+    plain = linest.CTMC(**CAV)
+    ctmc = CTMCFit.from_posterior(plain, plain.statistics(data), np.zeros((1, 7)))
+    np.testing.assert_array_equal(observed.to_numpy(), ctmc.prevalence(data, times)[0].to_numpy())
+    bands = fit.expected_prevalence(data, times, ci="none")
+    np.testing.assert_allclose(bands.estimate.to_numpy(), 100 * shares.ravel(), rtol=1e-10)
