@@ -112,7 +112,11 @@ def _fit(args) -> int:
         print(f"wrote {out}")
     if args.plot:
         out = Path(args.plot)
-        figure = result.plot(chains)
+        try:
+            figure = result.plot(chains)
+        except ValueError as error:
+            print(f"linest: error: --plot: {error}", file=sys.stderr)
+            return EXIT_INPUT
         atomic_write(out, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight"))
         print(f"wrote {out}")
     if not reported:
@@ -162,10 +166,11 @@ def _sample(args) -> int:
     _check_outputs(outputs, spec, args.overwrite, resume=args.resume)
     try:
         reports = spec.model.result_class.check_reports([args.report]) if args.report else []
-        if "sojourn" in reports:
+        fit_only = [name for name in reports if name in ("sojourn", "pearson")]
+        if fit_only:
             raise ValueError(
-                "--report: sojourn is a fit's delta-method table; for its posterior ask for "
-                "totlos or efpt"
+                f"--report: {fit_only[0]} is a fit's table (sojourn: delta method; pearson: "
+                "at the estimate); for its posterior ask for totlos or efpt"
             )
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -312,6 +312,7 @@ def test_profile_intervals_cover_at_their_nominal_rate():
     assert 0.92 <= coverage <= 0.985, coverage
 
 
+@pytest.mark.slow  # 17 s; the default run must stay under 10 minutes on 2 cores
 def test_a_table_without_moves_puts_every_rate_at_0_with_closed_form_limits(tmp_path):
     """No transition observed at all: every rate's maximum is 0 (no other rate gives a
     scale, the data's time span must), and the one-sided limit solves n_i u T = 2.706 / 2

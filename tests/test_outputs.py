@@ -129,6 +129,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
+@pytest.mark.slow  # 10 s; the default run must stay under 10 minutes on 2 cores
 def test_sample_removes_a_killed_runs_temporary(tmp_path):
     import numpy as np
 

@@ -151,7 +151,10 @@ def test_plain_lines_when_not_a_terminal_and_a_bar_on_request(monkeypatch):
             ],
             marks=pytest.mark.slow,  # 48 s: the sampler's progress is tested above
         ),
-        ["compare", str(PSOR), "--methods", "default", "--no-fits"],
+        pytest.param(
+            ["compare", str(PSOR), "--methods", "default", "--no-fits"],
+            marks=pytest.mark.slow,  # 13 s: the default run must stay under 10 minutes
+        ),
     ],
     ids=["fit", "sample", "compare"],
 )

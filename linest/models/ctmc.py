@@ -623,6 +623,8 @@ class CTMC(AbstractLinearModel):
         "phases": 'phase-type sojourns, e.g. { "1" = 2 } (msm\'s phase.states)',
         "misc_covariates": "columns acting on the misclassification probabilities (msm's "
         "misccovariates)",
+        "initial_covariates": "columns acting on the estimated initial probabilities (msm's "
+        "initcovariates)",
     }
     data_keys: ClassVar[dict[str, str]] = {
         "kind": '"panel" (default), "paths", "counts" (long: from, to, count, lag) or "matrix" '
@@ -645,6 +647,7 @@ class CTMC(AbstractLinearModel):
         names misclassification, censor codes or pci cut points."""
         hidden = ("misclassification", "obstrue", "initial", "censor", "pci", "outcomes")
         hidden += ("phases", "estimate_initial", "misc_covariates", "initial_covariates")
+        hidden += ("outcome_shared",)
         if any(key in table for key in hidden):
             from linest.models.hidden_ctmc import HiddenCTMC
 

@@ -68,6 +68,12 @@ def _r(v: float) -> str:
 def pearson_table(fit, data, timegroups: int = 3, intervalgroups: int = 3, covgroups: int = 3):
     """The observed and expected tables, the deviances and the test (see the module)."""
     m = fit.model
+    if not hasattr(m, "_codes"):  # a hidden model: the records are not the states
+        raise ValueError(
+            "pearson: the model is a hidden Markov model (misclassification, phases, "
+            "outcomes, censor codes or pci); the test here is for a chain observed without "
+            "error"
+        )
     if getattr(m, "exact", ()):
         raise ValueError(
             "pearson: the model has states entered at exact times (model.exact); msm "

@@ -21,8 +21,15 @@ first is a covariate ``timeperiod[a,b)`` acting on every intensity.
 
 Parameters: the chain's log-rates and covariate effects, then one ``eta_rs`` per allowed
 misclassification, the multinomial logit of row ``r`` against its diagonal (msm's own
-scale): ``e_rs = exp(eta_rs) / (1 + sum_k exp(eta_rk))``. With one misclassification in
-a row this is ``logit(e_rs)``.
+scale): ``e_rs = exp(eta_rs) / (1 + sum_k exp(eta_rk))`` (with one misclassification in
+a row, ``logit(e_rs)``); the misclassification covariates' effects (covariate-major);
+the outcome distributions' parameters per state with their unshared covariate effects,
+then the shared effects (:mod:`linest.models.outcomes`); the estimated initial
+probabilities' logits and their covariates' effects (covariate-major).
+
+Visits may instead record a number with a distribution per true state (``outcomes``, msm's
+hmodel), and a state may be split into latent Coxian phases (``phases``, msm's
+phase.states; :mod:`linest.models.phase_type`).
 
 The recursion runs as one ``jax.lax.scan`` over visit index, batched over subjects (padded
 to the longest follow-up); the transition matrices come from ``expm_times`` over the
@@ -58,7 +65,13 @@ from linest.models.ctmc import (
     _parse_transition,
     _unique_rows,
 )
-from linest.models.outcomes import DISTRIBUTIONS, Outcome, check_outcomes, outcome_logpdf
+from linest.models.outcomes import (
+    DISTRIBUTIONS,
+    Outcome,
+    check_outcomes,
+    in_support,
+    outcome_logpdf,
+)
 from linest.models.phase_type import check_phases, expand_phases
 from linest.models.result import FitResult
 
@@ -122,6 +135,20 @@ class HiddenCTMC(AbstractLinearModel):
         ``eta init(s) = log(p_s / p_first)`` for every state ``s`` after the first whose
         ``initial`` probability is positive (the others stay at 0); ``initial`` is the
         starting point, so give it as positive where a state may start.
+    censor : mapping, optional
+        Codes standing for sets of states (msm's ``censor``).
+    pci : sequence of float
+        Cut times of piecewise-constant intensities (msm's ``pci``).
+    outcomes : mapping state -> table, optional
+        The distribution of the number a visit records, per state (msm's ``hmodel``); see
+        :mod:`linest.models.outcomes` and models/README.md.
+    outcome_shared : sequence of str
+        Outcome covariates with one effect across the states using them.
+    phases : mapping state -> int, optional
+        States with a Coxian phase-type sojourn (msm's ``phase.states``).
+    misc_covariates, initial_covariates : sequence of str
+        Columns acting on every misclassification probability (msm's ``misccovariates``)
+        and on the estimated initial probabilities (msm's ``initcovariates``).
 
     Examples
     --------
@@ -361,6 +388,7 @@ class HiddenCTMC(AbstractLinearModel):
                 states=states, transitions=transitions, exact=exact, labels=labels,
                 covariates=covariates, initial=self.initial, pci=self.pci,
                 estimate_initial=self.estimate_initial, phases=dict(self.phases),
+                obstrue=self.obstrue, initial_covariates=self.initial_covariates,
             )  # fmt: skip
         return HiddenCTMC(
             states=names,
@@ -534,7 +562,8 @@ class HiddenCTMC(AbstractLinearModel):
         return weights / weights.sum(axis=-1, keepdims=True)
 
     def natural_parameters(self, theta):
-        """The chain's rates (and hazard ratios), and the misclassification probabilities."""
+        """The chain's rates (and hazard ratios), the misclassification probabilities and
+        the outcome distributions' parameters on their natural scale."""
         out = self.chain.natural_parameters(jnp.asarray(theta)[..., : self._num_chain])
         if self.outcomes:
             theta = jnp.asarray(theta)
@@ -875,6 +904,18 @@ class HiddenCTMC(AbstractLinearModel):
                     f"{data.where(i)}: column {column!r} holds {v!r}; a model with outcome "
                     "distributions reads numbers there"
                 ) from None
+        possible = np.zeros(len(values), bool)
+        for o in self.outcomes:
+            possible |= in_support(o, values)
+        bad = np.flatnonzero(~possible)
+        if bad.size:
+            i = bad[0]
+            raise DataError(
+                f"{data.where(i)}: column {column!r} holds {values[i]:g}, which no state's "
+                "outcome can record (model.outcomes: "
+                + ", ".join(f"{s} {o.distribution}" for s, o in zip(self.states, self.outcomes))
+                + ")"
+            )
         codes = np.full(len(values), anything)
         for e in self.exact:
             codes[values == self.outcomes[e].fixed[0]] = e
@@ -1102,6 +1143,8 @@ class HiddenCTMCFit(CTMCFit):
         """``P(recorded s | true r)`` for every allowed pair and the diagonal of those rows,
         with intervals by the delta method on the logit scale (as msm's ``ematrix.msm``)."""
         model = self.model
+        if not model.misclassification:
+            raise ValueError("misclassification: the model has no misclassification")
         theta = jnp.asarray(self.theta)
         E = np.asarray(model.emission_matrix(theta))
         J = np.asarray(jax.jacobian(lambda t: model.emission_matrix(t))(theta))  # (n, n, p)
@@ -1199,12 +1242,20 @@ class HiddenCTMCFit(CTMCFit):
         code = np.asarray(st.code)
         states = self.model.states
         recorded = [*states, *(key for key, _ in self.model.censor)]
+        value = np.asarray(st.value)
         rows = []
         for i, subject in enumerate(st.subjects):
             for k in np.flatnonzero(kind[i] != _PAD):
-                if code[i, k] >= len(recorded):  # a cut point of pci, not a visit
+                if kind[i, k] == _TRUE and code[i, k] >= len(recorded):  # a pci cut point
                     continue
-                row = {"subject": subject, "visit": int(k), "recorded": recorded[code[i, k]]}
+                if self.model.outcomes:  # the recorded number (an exact entry: its code)
+                    shown = (
+                        value[i, k] if kind[i, k] == _NOISY
+                        else self.model.outcomes[code[i, k]].fixed[0]
+                    )  # fmt: skip
+                else:
+                    shown = recorded[code[i, k]]
+                row = {"subject": subject, "visit": int(k), "recorded": shown}
                 row["fitted"] = states[path[i, k]]
                 row |= {f"p({s})": float(post[i, k, j]) for j, s in enumerate(states)}
                 rows.append(row)
@@ -1248,8 +1299,9 @@ class HiddenCTMCFit(CTMCFit):
             for label, row in self.outcomes().iterrows():
                 state, parameter = tuple(label)  # type: ignore[arg-type]  (a MultiIndex row)
                 interval = (
-                    "(fixed)" if np.isnan(row.lower) else f"({row.lower:.5g}, {row.upper:.5g})"
-                )
+                    "(fixed)" if row.theta is None or row.theta != row.theta
+                    else f"({row.lower:.5g}, {row.upper:.5g})"
+                )  # fmt: skip
                 lines.append(
                     f"  state {state:>6} {row.distribution:>11} {parameter:>10}  "
                     f"{row.estimate:11.5g}  {interval}"
@@ -1293,6 +1345,11 @@ class HiddenCTMCFit(CTMCFit):
             )
         if m.censor and not m.phases:
             raise ValueError("prevalence: censor codes are not supported")
+        if m.pci:
+            raise ValueError(
+                "prevalence: with pci the intensities change over time; the expected "
+                "prevalence of a piecewise-constant model is not implemented"
+            )
         n = m.num_states
         if m.phases:
             states, _, _, labels = m.original

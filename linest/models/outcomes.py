@@ -59,7 +59,7 @@ class Outcome:
             )
         spec = dict(spec)
         name = spec.pop("distribution", None)
-        if name not in DISTRIBUTIONS:
+        if not isinstance(name, str) or name not in DISTRIBUTIONS:
             raise ValueError(
                 f"{field}.distribution: {name!r} is not one of {', '.join(DISTRIBUTIONS)}"
             )
@@ -237,6 +237,8 @@ def check_outcomes(outcomes, shared, states, exact, caller: str):
                 "records it"
             )
     shared = (shared,) if isinstance(shared, str) else tuple(shared)
+    if len(set(shared)) != len(shared):
+        raise ValueError(f"{caller}: outcome_shared lists a column twice")
     used = {c for o in parsed.values() for c in o.covariates}
     for c in shared:
         if c not in used:
@@ -244,3 +246,20 @@ def check_outcomes(outcomes, shared, states, exact, caller: str):
                 f"{caller}: outcome_shared names {c!r}, a covariate of no state's outcome"
             )
     return tuple(parsed[s] for s in states), shared
+
+
+def in_support(outcome: Outcome, y):
+    """Whether each value ``y`` can be recorded under ``outcome`` at any parameters."""
+    import numpy as np
+
+    y = np.asarray(y, float)
+    name = outcome.distribution
+    whole = y == np.round(y)
+    return {
+        "normal": np.isfinite(y),
+        "lognormal": y > 0,
+        "poisson": (y >= 0) & whole,
+        "exponential": y >= 0,
+        "binomial": (y >= 0) & whole & (y <= (outcome.fixed[0] if outcome.fixed else 0)),
+        "identity": y == (outcome.fixed[0] if outcome.fixed else np.nan),
+    }[name]

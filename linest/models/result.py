@@ -212,8 +212,16 @@ class FitResult:
         )
         for name in self.check_reports(names):
             method = getattr(self, name)
+            parameters = inspect.signature(method).parameters
             kwargs = {"ci": self.posterior} if self.posterior is not None else {}
-            if "data" in inspect.signature(method).parameters:
+            if self.posterior is not None and not any(
+                p.kind is p.VAR_KEYWORD or p.name == "ci" for p in parameters.values()
+            ):
+                raise ValueError(
+                    f"{name} is a fit's table (no interval over a posterior); over a "
+                    "posterior ask for the outputs with intervals (totlos, efpt, ...)"
+                )
+            if "data" in parameters:
                 if data is None:
                     raise ValueError(f"{name} needs the data the model was fitted to")
                 kwargs = {"data": data}

@@ -254,6 +254,7 @@ def test_series_surrogate_is_third_order_and_diverges(rng):
     assert big / size_big > 1  # truncated series: useless for large t ||A||
 
 
+@pytest.mark.slow  # 10 s; the default run must stay under 10 minutes on 2 cores
 def test_surrogate_reverse_mode_is_adjoint_of_forward_mode(rng):
     M, E, G = (rng.standard_normal((D, D)) for _ in range(3))
     for gradient in ALL.values():

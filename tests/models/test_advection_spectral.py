@@ -152,6 +152,7 @@ def test_variable_velocity_spectral_converges_faster_than_any_power():
     assert np.all(np.diff(gaps) < 0), gaps
 
 
+@pytest.mark.slow  # 13 s; the default run must stay under 10 minutes on 2 cores
 def test_spectral_operator_against_its_dense_matrix_and_scipy():
     """ETDRK4 and the explicit solver on the spectral operator with a variable velocity:
     both agree with scipy's expm of the operator's dense matrix (ETDRK4 to its time error,

@@ -61,6 +61,7 @@ def test_shared_covariate_effects_match_msm_constraint():
         assert abs(hr[("sex", t)] / value - 1) < 2e-4
 
 
+@pytest.mark.slow  # 11 s (qconstraint's msm check stays); the default run must stay under 10 minutes on 2 cores
 def test_fixed_parameter_matches_msm_fixedpars(cav):
     """fixedpars = 2 (q(1-4) held at its start, 0.25): msm reports -2LL 4596.372693 with
     q(2-4) = 2.2e-6 and an interval (1.7e-50, 3.0e38); the maximum is at q(2-4) = 0,

@@ -248,6 +248,7 @@ def test_expm_times_methods_agree(rng):
         assert rel(gt, exact[1]) < 1e-10, method
 
 
+@pytest.mark.slow  # 10 s; the default run must stay under 10 minutes on 2 cores
 def test_expm_times_defective_generator_falls_back():
     # Equal rates in a progressive chain: Q is a Jordan block, V singular.
     Q = jnp.array([[-1.0, 1.0, 0.0], [0.0, -1.0, 1.0], [0.0, 0.0, 0.0]])

@@ -80,7 +80,10 @@ def test_fev_fit_matches_msm(fev):
     np.testing.assert_allclose(table.loc[("1", "mean"), ["lower", "upper"]], [97.272, 98.595], atol=2e-3)  # fmt: skip
     np.testing.assert_allclose(table.loc[("1", "sd"), ["lower", "upper"]], [15.778, 16.603], atol=2e-3)  # fmt: skip
     np.testing.assert_allclose(table.loc[("2", "acute"), "estimate"], -8.792, atol=2e-3)
-    assert "Outcome distributions" in str(fit)
+    assert "Outcome distributions" in str(fit) and "(fixed)" in str(fit)
+    paths = fit.viterbi()  # every visit, with the number it recorded
+    assert len(paths) == 5896 and set(paths.fitted) == {"1", "2", "3"}
+    assert (paths.recorded == 999).sum() == (paths.fitted == "3").sum()
 
 
 @pytest.mark.parametrize(
@@ -278,6 +281,14 @@ def test_an_outcome_that_is_not_a_number_names_the_row(tmp_path):
     )  # fmt: skip
     with pytest.raises(DataError, match=r"y.csv line 5 \(subject 2\): column 'y' holds 'high'"):
         model.statistics(model.read_data(csv, subject="id", time="t", state="y"))
+    frame.loc[3, "y"] = "2.5"
+    frame.to_csv(csv, index=False)
+    counts = linest.HiddenCTMC(
+        states=[1, 2], transitions=["1-2"],
+        outcomes={1: {"distribution": "poisson", "rate": 1}, 2: {"distribution": "poisson", "rate": 3}},
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"line 2 .*holds 1.5, which no state's outcome can record"):
+        counts.statistics(counts.read_data(csv, subject="id", time="t", state="y"))
 
 
 MISC = json.loads((MSM / "cav_misccovariates.json").read_text())  # cav_misccovariates.R
@@ -378,3 +389,7 @@ def test_recorded_prevalence_sums_the_phases_and_counts_as_the_ctmc():
     np.testing.assert_array_equal(observed.to_numpy(), ctmc.prevalence(data, times)[0].to_numpy())
     bands = fit.expected_prevalence(data, times, ci="none")
     np.testing.assert_allclose(bands.estimate.to_numpy(), 100 * shares.ravel(), rtol=1e-10)
+    with pytest.raises(ValueError, match="hidden Markov model"):
+        fit.pearson(data)
+    with pytest.raises(ValueError, match="no misclassification"):
+        fit.misclassification()

@@ -330,6 +330,7 @@ def test_structured_linear_ode_recovers_a_banded_matrix():
     assert np.all(np.abs(result.theta - truth) < 4 * result.se)
 
 
+@pytest.mark.slow  # 9 s; the default run must stay under 10 minutes on 2 cores
 def test_structured_ssm_equals_the_dense_one_with_zeros():
     dense = LinearSSM(3, np.eye(3)[:2])
     banded = LinearSSM(3, np.eye(3)[:2], structure="banded", bandwidth=(1, 0))

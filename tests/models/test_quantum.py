@@ -333,12 +333,14 @@ def test_normalize_divides_by_the_norm():
     assert np.isclose(np.linalg.norm(model.initial), 1.0)
 
 
+@pytest.mark.slow  # 14 s; the default run must stay under 10 minutes on 2 cores
 def test_methods_that_do_not_apply_are_refused():
     model, _, data = _problem(1, d=4)
     with pytest.raises(ValueError, match=r"Fourier\(\) does not apply to a QuantumWalk"):
         linest.fit(model, data, gradient=linest.Fourier())
 
 
+@pytest.mark.slow  # 13 s; the default run must stay under 10 minutes on 2 cores
 def test_counts_round_trip_through_csv(tmp_path):
     model, _, data = _problem(2, d=5, detector=[0, 2])
     data.write_csv(tmp_path / "c.csv")
