@@ -393,3 +393,36 @@ def test_recorded_prevalence_sums_the_phases_and_counts_as_the_ctmc():
         fit.pearson(data)
     with pytest.raises(ValueError, match="no misclassification"):
         fit.misclassification()
+
+
+OTHERS = json.loads((MSM / "outcomes_msm.json").read_text())  # msm/outcomes_msm.R
+STARTS = {
+    "count": [{"distribution": "poisson", "rate": 1.5}, {"distribution": "poisson", "rate": 6}],
+    "successes": [{"distribution": "binomial", "size": 10, "prob": 0.3},
+                  {"distribution": "binomial", "size": 10, "prob": 0.5}],
+    "duration": [{"distribution": "exponential", "rate": 0.8},
+                 {"distribution": "exponential", "rate": 0.3}],
+    "level": [{"distribution": "lognormal", "meanlog": 0.2, "sdlog": 0.6},
+              {"distribution": "lognormal", "meanlog": 1.2, "sdlog": 0.5}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "column",
+    # binomial and exponential in the slow suite: the default run's 10-minute budget
+    [c if c in ("count", "level") else pytest.param(c, marks=pytest.mark.slow) for c in STARTS],
+)
+def test_count_and_positive_outcomes_equal_msm_at_its_start_and_optimum(column):
+    """msm's hmmPois, hmmBinom, hmmExp, hmmLNorm on simulated data (data/hmm_outcomes)."""
+    model = linest.HiddenCTMC(
+        states=[1, 2], transitions=["1-2", "2-1"], outcomes=dict(zip([1, 2], STARTS[column]))
+    )
+    path = ROOT / "data" / "hmm_outcomes" / "hmm_outcomes.csv"
+    st = model.statistics(model.read_data(path, subject="subject", time="time", state=column))
+    loglik = jax.jit(lambda theta: -2 * model.loglik(theta, st.for_compute()))
+    start = np.concatenate([np.log([0.25, 0.25]), model.initial_theta(st)[2:]])
+    ref = OTHERS[column]
+    assert abs(float(loglik(start)) - ref["start"]) < 1e-6
+    # msm's vector carries the fixed binomial size; its other entries are on linest's scales.
+    theta = [v for v, label in zip(ref["params"], ref["labels"]) if label != "size"]
+    assert abs(float(loglik(np.array(theta))) - ref["optimum"]) < 1e-6
