@@ -805,7 +805,13 @@ class CTMCFit(FitResult):
     }
 
     def pearson(
-        self, data, timegroups: int = 3, intervalgroups: int = 3, covgroups: int = 3
+        self,
+        data,
+        timegroups: int = 3,
+        intervalgroups: int = 3,
+        covgroups: int = 3,
+        boot: int = 0,
+        seed: int = 0,
     ) -> dict:
         """msm's ``pearson.msm`` (Aguirre-Hernandez and Farewell's test for panel data):
         ``{"observed", "expected", "deviance"}`` tables (a row per group of end time,
@@ -814,10 +820,18 @@ class CTMCFit(FitResult):
         df_upper, p_upper: the null distribution lies between the two chi-squares). The
         data are the fit's (``read_chains`` output). See :mod:`linest.models.ctmc_pearson`
         for what is not covered (exact death times, censoring, misclassification; msm's
-        bootstrap and "accurate" p-values)."""
-        from linest.models.ctmc_pearson import pearson_table
+        "accurate" p-value). ``boot = B``: also ``p_boot``, the share of B data sets
+        simulated from the fit and refitted whose statistic exceeds this one (msm's
+        ``boot = TRUE``; B refits), and their statistics as ``"boot"``."""
+        from linest.models.ctmc_pearson import bootstrap, pearson_table
 
-        return pearson_table(self, data, timegroups, intervalgroups, covgroups)
+        grouping = dict(timegroups=timegroups, intervalgroups=intervalgroups, covgroups=covgroups)
+        out = pearson_table(self, data, **grouping)
+        if boot:
+            stats = bootstrap(self, data, boot, seed, grouping)
+            out["test"]["p_boot"] = float(np.mean(stats > out["test"]["stat"]))
+            out["boot"] = pd.Series(stats, name="stat")
+        return out
 
     def intensities(self) -> pd.DataFrame:
         """Baseline intensities q_rs (at the covariate means) with 95% intervals.
