@@ -644,7 +644,8 @@ class CTMC(AbstractLinearModel):
     @classmethod
     def from_spec(cls, table: dict, where: str) -> CTMC:
         """The model from a spec file's ``[model]`` table: a :class:`HiddenCTMC` when it
-        names misclassification, censor codes or pci cut points."""
+        names misclassification, obstrue, initial probabilities, censor codes, pci cut
+        points, outcomes, phases or covariates of the observation model."""
         hidden = ("misclassification", "obstrue", "initial", "censor", "pci", "outcomes")
         hidden += ("phases", "estimate_initial", "misc_covariates", "initial_covariates")
         hidden += ("outcome_shared",)

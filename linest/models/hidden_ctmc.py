@@ -547,6 +547,7 @@ class HiddenCTMC(AbstractLinearModel):
         theta = jnp.asarray(theta)
         K, M = len(self.misclassification), len(self.misc_covariates)
         eta = theta[..., self._num_chain : self._num_chain + K]
+        # With covariates z, theta must be one vector (every caller passes one).
         if z is not None and M:  # one theta, covariates (..., M): effects covariate-major
             start = self._num_chain + K
             eta = eta + jnp.asarray(z, theta.dtype) @ theta[start : start + K * M].reshape(M, K)
