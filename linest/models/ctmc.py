@@ -1143,21 +1143,14 @@ class CTMCFit(FitResult):
         Rows (time, state); columns estimate, lower, upper (interval options as the other
         outputs: default ``ci="normal"``, 1000 draws).
         """
-        m = self.model
         if data.kind != "panel":
             raise ValueError("expected_prevalence needs panel data (read_chains kind='panel')")
         times = np.atleast_1d(np.asarray(times, float))
         if not (np.all(np.isfinite(times)) and np.all(times >= 0)):
             raise ValueError(f"expected_prevalence: times must be finite and >= 0, got {times!r}")
-        pi0 = jnp.asarray(self._initial_distribution(data))
-        generator = self._generator_fn(None)
-
-        def percentages(theta):
-            P = expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact())
-            return 100 * jnp.einsum("i,tij->tj", pi0, P)
-
-        index = pd.MultiIndex.from_product([times, list(m.labels)], names=["time", "state"])
-        return self._interval_table(percentages, index, interval)
+        labels, _, _, shares = self._prevalence_model(data, times)
+        index = pd.MultiIndex.from_product([times, labels], names=["time", "state"])
+        return self._interval_table(lambda theta: 100 * shares(theta), index, interval)
 
     def _initial_distribution(self, data) -> np.ndarray:
         """The distribution of the subjects' first observed states (panel data)."""
@@ -1166,26 +1159,46 @@ class CTMCFit(FitResult):
         codes = [position[s] for s in np.asarray(data.state)[first]]
         return np.bincount(codes, minlength=self.model.num_states) / len(codes)
 
+    def _prevalence_model(self, data, times):
+        """What prevalence compares: the categories' labels, the map from a recorded state
+        to its category, which categories are absorbing, and ``theta -> shares`` (T, R),
+        the expected share in each category at ``times``: here ``pi0 P(t)`` with ``pi0``
+        the distribution of the first observed states and ``P`` at the covariate means."""
+        m = self.model
+        pi0 = jnp.asarray(self._initial_distribution(data))
+        shares = self._expected_shares(times, lambda theta: pi0)
+        position = {s: i for i, s in enumerate(m.states)}
+        absorbing = np.isin(np.arange(m.num_states), m.absorbing)
+        return list(m.labels), position, absorbing, shares
+
+    def _expected_shares(self, times, initial, record=None):
+        """``theta -> initial(theta) P(t) [record(theta)]`` (T, n or R): P at ``times`` and
+        the covariate means, optionally through a map ``record`` (n, R) of the states."""
+        generator = self._generator_fn(None)
+
+        def shares(theta):
+            out = jnp.einsum(
+                "i,tij->tj",
+                initial(theta),
+                expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact()),
+            )
+            return out if record is None else out @ record(theta)
+
+        return shares
+
     def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Observed and expected numbers in each state at ``times`` (msm's prevalence.msm).
 
         Observed: each subject counts at time ``t`` if ``t`` is within its follow-up, or
         after it entered an absorbing state; its state is the one last observed at or
-        before ``t``. Expected: the number counted at ``t`` times ``pi0 P(t)``, with
-        ``pi0`` the distribution of the subjects' first observed states (taken at time 0)
-        and ``P`` at the covariate means.
+        before ``t``. Expected: the number counted at ``t`` times its expected share
+        (:meth:`_prevalence_model`: ``pi0 P(t)``, with ``pi0`` the distribution of the
+        subjects' first observed states, taken at time 0, and ``P`` at the covariate means).
         """
-        m = self.model
         times = np.atleast_1d(np.asarray(times, float))
-        position = {s: i for i, s in enumerate(m.states)}
-        absorbing = np.isin(np.arange(m.num_states), m.absorbing)
+        labels, position, absorbing, shares = self._prevalence_model(data, times)
         observed = _observed_prevalence(data, times, position, absorbing)
-        pi0 = self._initial_distribution(data)
-        totals = observed.sum(axis=1)
-        expected = np.stack(
-            [totals[i] * pi0 @ self.pmatrix(t).to_numpy() for i, t in enumerate(times)]
-        )
-        labels = list(m.labels)
+        expected = observed.sum(axis=1)[:, None] * np.asarray(shares(jnp.asarray(self.theta)))
         index = pd.Index(times, name="time")
         return (
             pd.DataFrame(observed, index=index, columns=labels),

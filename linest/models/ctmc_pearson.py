@@ -69,8 +69,10 @@ def _r(v: float) -> str:
 
 def pearson_table(fit, data, timegroups: int = 3, intervalgroups: int = 3, covgroups: int = 3):
     """The observed and expected tables, the deviances and the test (see the module)."""
+    from linest.models.hidden_ctmc import HiddenCTMC
+
     m = fit.model
-    if not hasattr(m, "_codes"):  # a hidden model: the records are not the states
+    if isinstance(m, HiddenCTMC):  # the records are not the states
         raise ValueError(
             "pearson: the model is a hidden Markov model (misclassification, phases, "
             "outcomes, censor codes or pci); the test here is for a chain observed without "
@@ -85,23 +87,10 @@ def pearson_table(fit, data, timegroups: int = 3, intervalgroups: int = 3, covgr
     if data.kind != "panel":
         raise ValueError("pearson: needs panel data (states at visit times)")
     n = m.num_states
-    index = {s: i for i, s in enumerate(m.states)}
-    state = np.array([index[s] for s in data.state])
-    subject, time = data.subject, np.asarray(data.time, float)
-    later = np.concatenate([[False], subject[1:] == subject[:-1]])  # obsno > 1
-    prev = np.roll(state, 1)[later]
-    dt = (time - np.roll(time, 1))[later]
-    end = time[later]
-    to = state[later]
-    # Q at each interval's end-visit covariates (as msm), centred as the fit.
-    st = fit.statistics
     theta = np.asarray(fit.theta)
-    if m.covariates:
-        columns = [data.covariate_names.index(c) for c in m.covariates]
-        z = data.covariates[later][:, columns] - np.asarray(st.covariate_means)
-        Qs = np.asarray(m.generator(theta, z))
-    else:
-        Qs = np.broadcast_to(np.asarray(m.generator(theta)), (len(dt), n, n))
+    state, rows, dt = _intervals(m, data)
+    prev, to, end = state[rows - 1], state[rows], np.asarray(data.time, float)[rows]
+    Qs = _generators(fit, data, rows)  # at each interval's end visit, as msm
     prob = np.stack([scipy.linalg.expm(Q * t)[r] for Q, t, r in zip(Qs, dt, prev)])
     rates = np.einsum("kii->k", Qs)
     tg, t_labels = qcut(end, min(len(np.unique(end)), timegroups))
@@ -184,21 +173,9 @@ def bootstrap(fit, data, boot: int, seed: int, grouping: dict) -> np.ndarray:
 
     m = fit.model
     rng = np.random.default_rng(seed)
-    theta = np.asarray(fit.theta)
-    later = np.concatenate([[False], data.subject[1:] == data.subject[:-1]])
-    rows = np.flatnonzero(later)
-    dt = np.asarray(data.time, float)[rows] - np.asarray(data.time, float)[rows - 1]
-    if m.covariates:
-        columns = [data.covariate_names.index(c) for c in m.covariates]
-        z = data.covariates[rows - 1][:, columns] - np.asarray(fit.statistics.covariate_means)
-        Qs = np.asarray(m.generator(theta, z))
-    else:
-        Qs = np.broadcast_to(
-            np.asarray(m.generator(theta)), (len(rows), m.num_states, m.num_states)
-        )
+    observed, rows, dt = _intervals(m, data)
+    Qs = _generators(fit, data, rows - 1)  # at each interval's start, as the likelihood
     P = np.stack([scipy.linalg.expm(Q * t) for Q, t in zip(Qs, dt)])
-    index = {s: i for i, s in enumerate(m.states)}
-    observed = np.array([index[s] for s in data.state])
     stats = np.empty(boot)
     for b in range(boot):
         code = observed.copy()
@@ -211,3 +188,25 @@ def bootstrap(fit, data, boot: int, seed: int, grouping: dict) -> np.ndarray:
             refit = linest.fit(m, simulated, progress=False)
         stats[b] = pearson_table(refit, simulated, **grouping)["test"]["stat"]
     return stats
+
+
+def _intervals(model, data):
+    """Every row's state code, the rows that end an interval (a subject's visits after its
+    first) and those intervals' lengths."""
+    position = {s: i for i, s in enumerate(model.states)}
+    state = model._codes(data, data.state, position, data.columns["state"])
+    rows = np.flatnonzero(np.r_[False, data.subject[1:] == data.subject[:-1]])
+    time = np.asarray(data.time, float)
+    return state, rows, time[rows] - time[rows - 1]
+
+
+def _generators(fit, data, rows) -> np.ndarray:
+    """The fitted Q at the covariates of each of ``rows`` (centred as the fit)."""
+    m, theta = fit.model, np.asarray(fit.theta)
+    if not m.covariates:
+        return np.broadcast_to(
+            np.asarray(m.generator(theta)), (len(rows), m.num_states, m.num_states)
+        )
+    columns = [data.covariate_names.index(c) for c in m.covariates]
+    z = data.covariates[rows][:, columns] - np.asarray(fit.statistics.covariate_means)
+    return np.asarray(m.generator(theta, z))

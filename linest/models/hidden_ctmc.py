@@ -51,7 +51,7 @@ import pandas as pd
 from jax import lax
 
 from linest.data import Chains, DataError, read_chains, state_key
-from linest.engine import expm, expm_times
+from linest.engine import expm_times
 from linest.gradients import Exact
 from linest.models.base import AbstractLinearModel
 from linest.models.ctmc import (
@@ -61,7 +61,6 @@ from linest.models.ctmc import (
     CTMCFit,
     _cell_index,
     _centre,
-    _observed_prevalence,
     _parse_transition,
     _unique_rows,
 )
@@ -947,18 +946,13 @@ class HiddenCTMC(AbstractLinearModel):
                 code[code == n + j] = members[0]
         outcome_start = []
         if self.outcomes:
-            for o in self.outcomes:
-                outcome_start += o.unconstrained_start()
-                outcome_start += [
-                    v for c, v in zip(o.covariates, o.covariate_start)
-                    if c not in self.outcome_shared
-                ]  # fmt: skip
-            for c in self.outcome_shared:
-                starts = [
-                    v for o in self.outcomes for c2, v in zip(o.covariates, o.covariate_start)
-                    if c2 == c
-                ]  # fmt: skip
-                outcome_start.append(float(np.mean(starts)))
+            # Each parameter's start at its place in theta (a shared effect: the mean of
+            # the starts given for it).
+            starts: dict[int, list[float]] = {}
+            for o, (index, effects) in zip(self.outcomes, self._outcome_layout()[2]):
+                for i, v in zip(index + effects, o.unconstrained_start() + list(o.covariate_start)):
+                    starts.setdefault(i, []).append(v)
+            outcome_start = [float(np.mean(starts[i])) for i in sorted(starts)]
             logf = np.stack(
                 [
                     np.asarray(
@@ -1335,10 +1329,11 @@ class HiddenCTMCFit(CTMCFit):
     # record: the true state's distribution pi0 P(t) seen through the observation model
     # (the misclassification matrix, or a phased state's phases summed).
 
-    def _recorded(self):
+    def _prevalence_model(self, data, times):
         """The recorded categories: labels, the map from a recorded code to its category,
-        which are absorbing, and ``theta -> M`` (n, R): the probability that each true
-        state is recorded as each category."""
+        which are absorbing, and ``theta -> pi0 P(t) M`` (T, R) with ``pi0`` the fitted
+        initial distribution, ``P`` at the covariate means and ``M`` (n, R) the
+        probability that each true state is recorded as each category."""
         m = self.model
         if m.outcomes:
             raise ValueError(
@@ -1362,55 +1357,15 @@ class HiddenCTMCFit(CTMCFit):
                 member[rows, r] = 1.0
             position = {s: r for r, s in enumerate(states)}
             absorbing = np.array([all(i in m.absorbing for i in rows) for rows in columns])
-            return labels, position, absorbing, lambda theta: jnp.asarray(member)
-        position = {s: i for i, s in enumerate(m.states)}
-        absorbing = np.isin(np.arange(n), m.absorbing)
-        return list(m.labels), position, absorbing, m.emission_matrix
 
-    def prevalence(self, data, times) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Observed and expected numbers recorded in each state at ``times`` (msm's
-        prevalence.msm, counted as for a CTMC); expected: the number counted times
-        ``pi0 P(t) M``, ``pi0`` the fitted initial distribution, ``P`` at the covariate
-        means and ``M`` the observation model (misclassification, or phases summed)."""
-        times = np.atleast_1d(np.asarray(times, float))
-        labels, position, absorbing, record = self._recorded()
-        observed = _observed_prevalence(data, times, position, absorbing)
-        shares = np.asarray(self._recorded_shares(times, record)(jnp.asarray(self.theta)))
-        expected = observed.sum(axis=1)[:, None] * shares
-        index = pd.Index(times, name="time")
-        return (
-            pd.DataFrame(observed, index=index, columns=labels),
-            pd.DataFrame(expected, index=index, columns=labels),
-        )
-
-    def expected_prevalence(self, data, times, **interval) -> pd.DataFrame:
-        """Expected percentage recorded in each state at ``times``, 100 pi0 P(t) M, with
-        intervals (options as the other outputs; default ``ci="normal"``)."""
-        times = np.atleast_1d(np.asarray(times, float))
-        if not (np.all(np.isfinite(times)) and np.all(times >= 0)):
-            raise ValueError(f"expected_prevalence: times must be finite and >= 0, got {times!r}")
-        labels, _, _, record = self._recorded()
-        shares = self._recorded_shares(times, record)
-        index = pd.MultiIndex.from_product([times, labels], names=["time", "state"])
-        return self._interval_table(lambda t: 100 * shares(t), index, interval)
-
-    def _recorded_shares(self, times, record):
-        """``theta -> pi0 P(t) M`` (T, R)."""
-        m = self.model
-        generator = self._generator_fn(None)
-
-        def shares(theta):
-            P = expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact())
-            pi0 = m.initial_probabilities(theta)
-            return jnp.einsum("i,tij,jr->tr", pi0, P, record(theta))
-
-        return shares
-
-    def plot(self, data):
-        """Observed against expected recorded prevalence (msm's plot.prevalence.msm)."""
-        from linest.plots import plot_prevalence
-
-        return plot_prevalence(self, data)
+            def record(theta):
+                return jnp.asarray(member)
+        else:
+            labels, position = list(m.labels), {s: i for i, s in enumerate(m.states)}
+            absorbing = np.isin(np.arange(n), m.absorbing)
+            record = m.emission_matrix
+        shares = self._expected_shares(times, m.initial_probabilities, record)
+        return labels, position, absorbing, shares
 
 
 def _columns(value, field: str, allowed: bool, caller: str, why: str) -> tuple[str, ...]:
