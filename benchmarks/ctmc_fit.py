@@ -24,7 +24,8 @@ Measured in one run, side by side with the named peer:
 7. msm's other features on cav: misclassification (models/cav_misc.toml, the msm manual's
    hidden Markov example), piecewise-constant intensities (pci = 5, 10), survivors'
    last state censored (99 = 1, 2 or 3), normal outcomes on fev (models/fev.toml, the msm
-   manual's hmodel example) and a two-phase state 1 (models/cav_phase.toml): linest.fit after a warm-up fit (median of
+   manual's hmodel example), a two-phase state 1 (models/cav_phase.toml) and measurement
+   error on msm's aneur (models/aneur.toml): linest.fit after a warm-up fit (median of
    --fits) against msm's fit (median of --fits after a warm-up, one R process), -2LL of
    both. Target (misclassification): >= 10x faster than msm.
 4. scaling: simulated panel data from birth-death chains on 10, 30, 100 states (i -> i+1,
@@ -268,7 +269,11 @@ def part_hidden(args) -> dict:
             linest.read_chains(censored, **columns),
         ),
     }
-    for name, spec_file in (("fev outcomes", "fev.toml"), ("phase-type", "cav_phase.toml")):
+    for name, spec_file in (
+        ("fev outcomes", "fev.toml"),
+        ("phase-type", "cav_phase.toml"),
+        ("aneurysm", "aneur.toml"),
+    ):
         spec = load_spec(ROOT / "models" / spec_file)
         cases[name] = (spec.model, spec.read_data())
     out = {}
@@ -300,7 +305,7 @@ def report_hidden(hidden) -> list[str]:
         "| model | linest fit s (first) | msm fit s | msm / linest | -2LL linest | -2LL msm |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("misclassification", "pci", "censor", "fev outcomes", "phase-type"):
+    for name in ("misclassification", "pci", "censor", "fev outcomes", "phase-type", "aneurysm"):
         if name not in hidden or name not in msm:
             continue
         ours, theirs = hidden[name], msm[name]

@@ -83,8 +83,9 @@ if (mode == "cav-fit") {
   )))
 } else if (mode == "cav-misc-bench") {
   # The msm manual's misclassification model, then pci = c(5, 10), survivors' last visit
-  # censored (99 = state 1, 2 or 3), the manual's fev hmodel example and a two-phase state
-  # 1 on cav, each fitted FITS times after a warm-up fit.
+  # censored (99 = state 1, 2 or 3), the manual's fev hmodel example, a two-phase state
+  # 1 on cav and measurement error on aneur (tests/models/msm/aneur_misc.R), each fitted
+  # FITS times after a warm-up fit.
   fits <- as.integer(args[[2]])
   Qm <- rbind(c(0, 0.148, 0, 0.0171), c(0, 0, 0.202, 0.081), c(0, 0, 0, 0.126), c(0, 0, 0, 0))
   E <- rbind(c(0, 0.1, 0, 0), c(0.1, 0, 0.1, 0), c(0, 0.1, 0, 0), c(0, 0, 0, 0))
@@ -105,7 +106,11 @@ if (mode == "cav-fit") {
       hcovariates = list(~acute, ~acute, NULL), hcovinits = list(-8, -8, NULL),
       hconstraint = list(acute = c(1, 1))),
     `phase-type` = function() msm(state ~ years, subject = PTNUM, data = cav, qmatrix = cav_q,
-      deathexact = 5, phase.states = 1, control = list(maxit = 10000, fnscale = 4000))
+      deathexact = 5, phase.states = 1, control = list(maxit = 10000, fnscale = 4000)),
+    aneurysm = function() msm(state ~ age, subject = ptnum, data = aneur,
+      qmatrix = rbind(c(0, 0.05, 0, 0), c(0, 0, 0.05, 0), c(0, 0, 0, 0.05), c(0, 0, 0, 0)),
+      ematrix = rbind(c(0, 0.1, 0, 0), c(0.1, 0, 0.1, 0), c(0, 0.1, 0, 0.1), c(0, 0, 0.1, 0)),
+      control = list(maxit = 10000, fnscale = 4000, reltol = 1e-12))
   )
   out <- list()
   for (name in names(runs)) {

@@ -513,3 +513,46 @@ def test_recorded_prevalence_goes_through_the_misclassification_matrix(cav, cav_
     inside = (bands.lower <= bands.estimate) & (bands.estimate <= bands.upper)
     assert inside.all()
     cav_fit.plot(data).savefig(tmp_path / "p.png")
+
+
+def _aneur():
+    """msm's aneur: progressive diameter grades 1-4, misclassification between neighbours."""
+    spec = load_spec(ROOT / "models" / "aneur.toml")
+    data = spec.read_data()
+    ref = json.loads((Path(__file__).parent / "msm" / "aneur_misc.json").read_text())
+    return spec.model, data, spec.model.statistics(data), ref
+
+
+def _aneur_theta(rates, misc):
+    """linest's parameters from msm's rates and misclassification probabilities (each row's
+    log-odds against its diagonal)."""
+    e12, e21, e23, e32, e34, e43 = misc
+    return np.log(
+        list(rates)
+        + [e12 / (1 - e12), e21 / (1 - e21 - e23), e23 / (1 - e21 - e23)]
+        + [e32 / (1 - e32 - e34), e34 / (1 - e32 - e34), e43 / (1 - e43)]
+    )
+
+
+def test_aneurysm_likelihood_equals_msm_at_its_start_and_optimum():
+    """msm's aneur with measurement error between neighbouring grades
+    (tests/models/msm/aneur_misc.R): -2LL at msm's start and at its estimates to 1e-4."""
+    model, _, st, ref = _aneur()
+    start = _aneur_theta([0.05] * 3, [0.1] * 6)
+    np.testing.assert_allclose(start[3:], model.initial_theta(st)[3:], rtol=1e-12)  # the spec's
+    loglik = jax.jit(lambda theta: model.loglik(theta, st.for_compute()))
+    assert abs(-2 * float(loglik(start)) - ref["start"]) < 1e-4
+    optimum = _aneur_theta(ref["rates"], ref["misclassification"])
+    assert abs(-2 * float(loglik(optimum)) - ref["optimum"]) < 1e-4
+
+
+@pytest.mark.slow  # a 9-parameter hidden fit, 10 s
+def test_aneurysm_fit_matches_msm():
+    """The fit from the spec's start reaches msm's -2LL to 1e-4 and its estimates to 1e-3."""
+    model, data, _, ref = _aneur()
+    fit = linest.fit(model, data, progress=False)
+    assert fit.converged
+    assert abs(fit.minus2loglik - ref["optimum"]) < 1e-4
+    np.testing.assert_allclose(
+        fit.theta, _aneur_theta(ref["rates"], ref["misclassification"]), rtol=1e-3, atol=1e-3
+    )
