@@ -206,6 +206,12 @@ def fit(
         a bar on a terminal or in a notebook after a second, occasional lines elsewhere),
         ``False``, ``"bar"``, ``"lines"`` or a callable (:mod:`linest.progress`)
 
+    Returns
+    -------
+    FitResult, or the model's subclass of it (``model.result_class``)
+
+    Notes
+    -----
     Rates whose maximum lies at 0 (models with boundary parameters, e.g. a CTMC): when a
     log-rate drifts far below the others or is weakly identified (se > 2), the fit
     continues over rates >= 0 (L-BFGS-B with the bound, on the natural scale) and checks
@@ -213,10 +219,6 @@ def fit(
     Newton decrement over the other parameters. "Converged" means both hold. Rates at 0
     are reported as such (theta = -inf), and the standard errors of the others come from
     the information restricted to them.
-
-    Returns
-    -------
-    FitResult, or the model's subclass of it (``model.result_class``)
     """
     with Progress("fit", None, "iterations", progress) as bar:
         return _fit(
@@ -264,8 +266,16 @@ def _fit(
     reported = model.statistics(data)
     statistics = for_compute(reported)
     given = theta0 is not None
-    with np.errstate(all="ignore"):
+    # What the start-up search finds worth a warning (a multimodal likelihood whose best
+    # start was reached once) belongs with the result's other warnings, which the command
+    # line prints in the summary instead of as Python warnings.
+    with np.errstate(all="ignore"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FitWarning)
         theta0 = model.initial_theta(statistics) if theta0 is None else np.asarray(theta0, float)
+    start_notes = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+    for w in caught:
+        if not issubclass(w.category, FitWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if theta0.shape != (model.num_params,):
         raise ValueError(
             f"fit: theta0 has shape {theta0.shape}, the model has {model.num_params} parameters "
@@ -294,7 +304,7 @@ def _fit(
             + "; give theta0"
         )
     model.preflight(theta0, statistics, gradient)
-    notes: list[str] = []
+    notes: list[str] = list(start_notes)
     start = time.perf_counter()
     value0, _ = scipy_objective(theta0)
     if not np.isfinite(value0):

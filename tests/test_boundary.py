@@ -453,3 +453,28 @@ def test_difference_hessian_at_the_boundary_gives_the_exact_standard_errors():
     assert interior.sum() == 31
     np.testing.assert_array_equal(np.isfinite(differences.se), interior)
     np.testing.assert_allclose(differences.se[interior], exact.se[interior], rtol=1e-6)
+
+
+def test_a_warning_of_the_start_search_is_one_of_the_results_warnings():
+    """What a model's initial_theta warns about (the quantum walk: only one random start
+    reached the best maximum) is in result.warnings, which the command line prints, and
+    is warned once, with the fit's other warnings."""
+    import linest
+    from linest.fit import FitWarning
+    from linest.simulate import simulate_panel
+
+    class Searched(linest.CTMC):
+        def initial_theta(self, statistics):
+            warnings.warn("only 1 of 8 starts reached the best maximum", FitWarning, stacklevel=2)
+            return super().initial_theta(statistics)
+
+    model = Searched(states=[1, 2], transitions=["1-2", "2-1"])
+    frame = simulate_panel(model, np.log([0.3, 0.2]), 60, 6.0, np.random.default_rng(1))
+    data = linest.read_chains(frame, subject="subject", time="time", state="state")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = linest.fit(model, data, progress=False)
+    assert result.converged
+    assert result.warnings == ["only 1 of 8 starts reached the best maximum"]
+    assert sum(issubclass(w.category, FitWarning) for w in caught) == 1
+    assert "only 1 of 8 starts" in result.summary()

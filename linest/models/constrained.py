@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -196,6 +197,18 @@ class Constrained(AbstractLinearModel):
                 out[k] += full[i]
                 count[k] += 1
         return out / count
+
+    def check_estimate(self, theta) -> list[str]:
+        """The wrapped model's concerns about the estimate (a mirror-image potential, a
+        cell Peclet number above 2...), at the full parameter vector."""
+        return self.model.check_estimate(np.asarray(self.expand(jnp.asarray(theta))))
+
+    def chain_starts(self, statistics, num_chains: int, key) -> jax.Array:
+        """The wrapped model's chain starts (e.g. near the best of many local maxima),
+        each equal group averaged as in :meth:`initial_theta`."""
+        full = self.model.chain_starts(statistics, num_chains, key)
+        J = self.jacobian()
+        return jnp.asarray(full) @ jnp.asarray(J / J.sum(axis=0))
 
     def check_gradient(self, gradient, caller: str) -> None:
         self.model.check_gradient(gradient, caller)

@@ -702,8 +702,10 @@ class CTMC(AbstractLinearModel):
 
     def describe_fit(self, statistics) -> str:
         st = statistics
+        # A count table has no subjects: its intervals are the table's counted transitions.
+        seen = f"{st.num_subjects} subjects, " if st.num_subjects else "a count table, "
         return (
-            f"CTMC fit: {st.num_subjects} subjects, {st.num_intervals} intervals, "
+            f"CTMC fit: {seen}{st.num_intervals} intervals, "
             f"{st.num_cells} distinct (covariate pattern, time step) cells"
         )
 

@@ -120,3 +120,25 @@ def test_command_line_prints_fixed_rates(tmp_path, capsys):
     path.write_text(text + '\n[constraints]\nfixed = { "log q(3-4)" = -1.5 }\n')
     assert main(["fit", str(path)]) == 0
     assert "q(    3-4)     0.22313  (fixed)" in capsys.readouterr().out
+
+
+def test_the_wrapped_models_checks_and_chain_starts_pass_through():
+    """A constrained quantum walk keeps the mirror-image warning of its estimate and starts
+    its chains where the wrapped model starts them (averaged over each equal group)."""
+    walk = linest.QuantumWalk(4, graph="ring")
+    assert walk.mirror_symmetric()
+    model = linest.Constrained(walk, fixed={walk.param_names[0]: 0.3})
+    theta = np.array([0.1, -0.2])
+    assert model.check_estimate(theta) == walk.check_estimate(np.asarray(model.expand(theta)))
+    assert "mirror image" in model.check_estimate(theta)[0]
+
+    class Starts(linest.CTMC):
+        def chain_starts(self, statistics, num_chains, key):
+            return jax.numpy.arange(num_chains * 7.0).reshape(num_chains, 7)
+
+    cav = Starts(states=[1, 2, 3, 4], transitions=["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"])
+    tied = linest.Constrained(cav, equal=[[q("1-2"), q("1-4")]], fixed={q("3-4"): -1.0})
+    starts = np.asarray(tied.chain_starts(None, 3, jax.random.key(0)))
+    full = np.arange(21.0).reshape(3, 7)
+    np.testing.assert_allclose(starts[:, 0], (full[:, 0] + full[:, 1]) / 2)
+    np.testing.assert_allclose(starts[:, 1:], full[:, 2:6])
