@@ -23,7 +23,7 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[$*]"
 	@touch $@
 
-.PHONY: test test-slow lint bench demo study clean
+.PHONY: test test-slow lint bench demo study docs docs-figures docs-screenshots clean
 # Two processes: XLA's CPU compiler segfaulted (three times, at different compilations)
 # late in one process running the whole suite, never in a shorter one; one process per
 # module would recompile what modules share (2-3 minutes more). They run side by side
@@ -51,9 +51,24 @@ test-slow: $(VENV)/.installed-test  # two processes side by side, for the same r
 	$(call side_by_side,-m slow)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check linest tests benchmarks examples
-	$(BIN)/ruff format --check linest tests benchmarks examples
+	$(BIN)/ruff check linest tests benchmarks examples docs
+	$(BIN)/ruff format --check linest tests benchmarks examples docs
 	$(BIN)/pyright
+
+# The documentation site into site/: the docstrings' examples run first (a doctest that
+# fails stops the build), then the figures (docs/figures.py: the quick ones made here, the
+# slow ones from make demo's outputs when present), then mkdocs in strict mode (a broken
+# link, a missing reference or a docstring mkdocstrings cannot read is an error).
+docs: docs-figures
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules linest -m "" -o addopts=""
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-figures: $(VENV)/.installed-docs $(VENV)/.installed-test
+	$(BIN)/python docs/figures.py
+
+# Screenshots of the built site in headless Chromium (Debian's chromium package).
+docs-screenshots: docs
+	$(BIN)/python docs/screenshots.py
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/gradient_cost.py
@@ -83,4 +98,4 @@ study: $(VENV)/.installed-test
 	echo "make study: $$(( $$(date +%s) - start )) s"
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info site docs/figures

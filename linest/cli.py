@@ -26,7 +26,7 @@ from pathlib import Path
 
 from linest._io import OutputError, atomic_write, check_output
 
-#: Exit codes (the README's table): 0 done; 1 bad input (spec, data, prior or option: the
+#: Exit codes (docs/reference/cli.md's table): 0 done; 1 bad input (spec, data, prior or option: the
 #: message names the file and field); 2 a fit ran but did not converge (its optimality
 #: check failed); 3 an output cannot be written (or would replace something it must
 #: not); 70 an internal error (a traceback, to report); 130 and 143 stopped by SIGINT
@@ -324,7 +324,9 @@ def _prior(spec):
     return Prior.from_table(spec.model, spec.priors, source=str(spec.path))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: ``linest fit``, ``sample``, ``join`` and ``compare`` (the
+    documentation's command-line reference is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="linest", description="Estimate linear ODE models dx/dt = A(theta) x from data."
     )
@@ -464,7 +466,11 @@ def main(argv=None) -> int:
     )
     versus.add_argument("--seed", type=int, default=0)
     versus.add_argument("--quiet", action="store_true", help=QUIET)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     _enable_compilation_cache()
     from linest.data import DataError

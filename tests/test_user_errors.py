@@ -1,6 +1,6 @@
 """Every mistake a user can make ends in one named message and a distinct exit code
-(README, "Exit codes"), never a Python, numpy or JAX exception; a defect of linest's own
-shows its traceback and asks to be reported. Each case here failed on the main of
+(docs/reference/cli.md, "Exit codes and errors"), never a Python, numpy or JAX exception;
+a defect of linest's own shows its traceback and asks to be reported. Each case here failed on the main of
 2026-12-06 (issue 24's list): a raw traceback, a library message naming no file, or a
 result for data that cannot give one."""
 
@@ -227,8 +227,8 @@ def test_exit_codes_are_distinct_and_documented():
     codes = [cli.EXIT_OK, cli.EXIT_INPUT, cli.EXIT_NOT_CONVERGED, cli.EXIT_OUTPUT]
     codes += [cli.EXIT_INTERNAL, cli.EXIT_SIGINT, cli.EXIT_SIGTERM]
     assert len(set(codes)) == len(codes)
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Exit codes") :]
+    page = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    table = page[page.index("## Exit codes") :]
     for code in codes:
         assert re.search(rf"^\| {code} \|", table, re.M), code
 

@@ -40,6 +40,8 @@ class Adjoint(eqx.Module):
         If True (default) a failed solve raises; if False it returns NaN (so that, e.g.,
         HMC counts a divergence instead of stopping).
 
+    Notes
+    -----
     **Cost**: ``O(steps * cost(A v))`` forward and about twice that backward; no
     ``O(d^3)`` work and no ``d x d`` matrix. **When not to use it**: small dense ``A``,
     where :class:`Exact` is exact and faster.

@@ -73,6 +73,8 @@ class Exponential(eqx.Module):
         If False (default), a solve that needs more than ``max_steps`` returns NaN (a
         sampler's wild proposal becomes a divergence, not an exception).
 
+    Notes
+    -----
     **When not to use it**: operators whose stiff part is not circulant (non-periodic
     boundaries, a varying diffusivity); use :class:`linest.Adjoint` with an implicit
     solver there.
