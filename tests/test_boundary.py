@@ -455,25 +455,24 @@ def test_difference_hessian_at_the_boundary_gives_the_exact_standard_errors():
     np.testing.assert_allclose(differences.se[interior], exact.se[interior], rtol=1e-6)
 
 
-def test_a_warning_of_the_start_search_is_one_of_the_results_warnings():
+def test_a_warning_of_the_start_search_is_one_of_the_results_warnings(monkeypatch):
     """What a model's initial_theta warns about (the quantum walk: only one random start
     reached the best maximum) is in result.warnings, which the command line prints, and
-    is warned once, with the fit's other warnings."""
-    import linest
-    from linest.fit import FitWarning
-    from linest.simulate import simulate_panel
+    is warned once, with the fit's other warnings. (The model and data of the unbounded
+    profile test above, so that its compiled programs are reused.)"""
+    original = linest.CTMC.initial_theta
 
-    class Searched(linest.CTMC):
-        def initial_theta(self, statistics):
-            warnings.warn("only 1 of 8 starts reached the best maximum", FitWarning, stacklevel=2)
-            return super().initial_theta(statistics)
+    def searched(self, statistics):
+        warnings.warn("only 1 of 8 starts reached the best maximum", FitWarning, stacklevel=2)
+        return original(self, statistics)
 
-    model = Searched(states=[1, 2], transitions=["1-2", "2-1"])
-    frame = simulate_panel(model, np.log([0.3, 0.2]), 60, 6.0, np.random.default_rng(1))
-    data = linest.read_chains(frame, subject="subject", time="time", state="state")
+    monkeypatch.setattr(linest.CTMC, "initial_theta", searched)
+    Q = np.array([[-0.3, 0.3], [0.5, -0.5]])
+    chains, states = _simulate_counts(Q, [1.0], [50, 50], seed=1)
+    model = linest.CTMC(states=states, transitions=["1-2", "2-1"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = linest.fit(model, data, progress=False)
+        result = linest.fit(model, chains)
     assert result.converged
     assert result.warnings == ["only 1 of 8 starts reached the best maximum"]
     assert sum(issubclass(w.category, FitWarning) for w in caught) == 1
