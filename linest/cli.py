@@ -200,8 +200,19 @@ def _sample(args) -> int:
         )
     print(f"{spec.path}: {chains.source}")
     print(summarize(tree))
+    # The sampler's warnings, and those of what it ran first (the fit of --init mle, the
+    # start search of a multimodal model, the data), once each; others pass through.
+    from linest.data import DataWarning
+    from linest.fit import FitWarning
+
+    said = set()
     for warning in caught:
-        if issubclass(warning.category, SamplingWarning):
+        if not issubclass(warning.category, (SamplingWarning, FitWarning, DataWarning)):
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+        elif str(warning.message) not in said:
+            said.add(str(warning.message))
             print(f"WARNING: {warning.message}")
     reported = True
     if reports:

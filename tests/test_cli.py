@@ -56,3 +56,32 @@ def test_bad_spec_files(tmp_path, capsys, text, message):
     assert main(["fit", str(spec)]) == 1
     err = capsys.readouterr().err
     assert re.search(message, err), err
+
+
+def test_sample_prints_the_warnings_of_what_it_ran_first_once_each(capsys, monkeypatch):
+    """linest sample prints, besides the sampler's own warnings, those of the fit or start
+    search it ran first (a FitWarning: one start of N reached the best maximum) and of the
+    data, each once; it swallowed them before."""
+    import warnings
+
+    import linest.sampling
+    from linest.data import DataWarning
+    from linest.fit import FitWarning
+    from linest.sampling import SamplingWarning
+
+    def fake_sample(*args, **kwargs):
+        for _ in range(2):  # the start search runs for the fit and for the chains' starts
+            message = "only 1 of 64 random starts reached the best maximum"
+            warnings.warn(message, FitWarning, stacklevel=2)
+        warnings.warn("a subject seen once is skipped", DataWarning, stacklevel=2)
+        warnings.warn("r_hat > 1.01 for theta[V(1)]", SamplingWarning, stacklevel=2)
+        return "a tree"
+
+    monkeypatch.setattr(linest.sampling, "sample", fake_sample)
+    monkeypatch.setattr(linest.sampling, "summarize", lambda tree: f"summary of {tree}")
+    assert main(["sample", str(ROOT / "models" / "cav.toml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "summary of a tree" in out
+    assert out.count("WARNING: only 1 of 64 random starts") == 1
+    assert "WARNING: a subject seen once is skipped" in out
+    assert "WARNING: r_hat > 1.01" in out
