@@ -17,6 +17,7 @@ ratios, ...) works as for an unconstrained fit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import equinox as eqx
@@ -202,6 +203,21 @@ class Constrained(AbstractLinearModel):
         """The wrapped model's concerns about the estimate (a mirror-image potential, a
         cell Peclet number above 2...), at the full parameter vector."""
         return self.model.check_estimate(np.asarray(self.expand(jnp.asarray(theta))))
+
+    def model_error(self, theta, statistics, covariance):
+        """The wrapped model's error (a discretisation) at the constrained estimate: its
+        Newton step taken with the covariance ``J C J^T`` of the full parameters (so it
+        moves only along the constraints), read back at each free parameter."""
+        J = self.jacobian()
+        full = self.model.model_error(
+            np.asarray(self.expand(jnp.asarray(theta))),
+            statistics,
+            J @ np.asarray(covariance) @ J.T,
+        )
+        if full is None:
+            return None
+        error = np.asarray(full.error, float)[list(self.representative)]
+        return dataclasses.replace(full, error=error)
 
     def chain_starts(self, statistics, num_chains: int, key) -> jax.Array:
         """The wrapped model's chain starts (e.g. near the best of many local maxima),

@@ -142,3 +142,31 @@ def test_the_wrapped_models_checks_and_chain_starts_pass_through():
     full = np.arange(21.0).reshape(3, 7)
     np.testing.assert_allclose(starts[:, 0], (full[:, 0] + full[:, 1]) / 2)
     np.testing.assert_allclose(starts[:, 1:], full[:, 2:6])
+
+
+def test_the_wrapped_models_error_is_taken_along_the_constraints():
+    """Constrained.model_error hands its model the full estimate and the covariance
+    J C J^T (a Newton step that moves only along the constraints) and reads the error
+    back at each free parameter."""
+    from linest.models.result import ModelError
+
+    seen = {}
+
+    class Gridded(linest.CTMC):
+        def model_error(self, theta, statistics, covariance):
+            seen.update(theta=np.asarray(theta), covariance=np.asarray(covariance))
+            return ModelError("discretisation", "a test", np.arange(7.0) + 1, "refine")
+
+    model = Gridded(
+        states=[1, 2, 3, 4], transitions=["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"]
+    )
+    tied = linest.Constrained(model, equal=[[q("1-2"), q("1-4")]], fixed={q("3-4"): -1.0})
+    theta = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    C = np.diag([1.0, 2, 3, 4, 5])
+    error = tied.model_error(theta, None, C)
+    np.testing.assert_allclose(seen["theta"], [0.1, 0.1, 0.2, 0.3, 0.4, 0.5, -1.0])
+    J = tied.jacobian()
+    np.testing.assert_allclose(seen["covariance"], J @ C @ J.T)
+    assert seen["covariance"][0, 1] == 1.0 and not seen["covariance"][6].any()
+    np.testing.assert_allclose(error.error, [1, 3, 4, 5, 6])  # q(1-4) and q(3-4) dropped
+    assert error.kind == "discretisation"
