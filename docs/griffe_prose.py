@@ -46,6 +46,8 @@ def rewrite(docstring: str) -> str:
         entry = ENTRY.match(line) if section in SECTIONS else None
         if entry and _is_prose(entry.group(2)):
             out += [entry.group(1), "    " + entry.group(2)]
+        elif section in ("Returns", "Yields") and line and not line.startswith(" "):
+            out.append(line.replace("``", ""))  # the type slot is code already
         else:
             out.append(line)
     # Sphinx roles (:class:`linest.CTMC`) read as code in Markdown.
