@@ -1140,7 +1140,9 @@ class CTMCFit(FitResult):
     def expected_prevalence(self, data, times, **interval) -> pd.DataFrame:
         """Expected percentage in each state at ``times``, 100 pi0 P(t), with intervals
         (msm's prevalence.msm "Expected percentages" with ``ci``; ``pi0`` the distribution
-        of the subjects' first observed states, P at the covariate means).
+        of the subjects' first observed states; with covariates, averaged over the subjects'
+        covariate histories as msm's default ``covariates = "population"``, see
+        :meth:`_expected_shares`).
 
         Rows (time, state); columns estimate, lower, upper (interval options as the other
         outputs: default ``ci="normal"``, 1000 draws).
@@ -1164,26 +1166,74 @@ class CTMCFit(FitResult):
     def _prevalence_model(self, data, times):
         """What prevalence compares: the categories' labels, the map from a recorded state
         to its category, which categories are absorbing, and ``theta -> shares`` (T, R),
-        the expected share in each category at ``times``: here ``pi0 P(t)`` with ``pi0``
-        the distribution of the first observed states and ``P`` at the covariate means."""
+        the expected share in each category at ``times``: ``pi0 P(t)`` with ``pi0`` the
+        distribution of the first observed states (see :meth:`_expected_shares`)."""
         m = self.model
         pi0 = jnp.asarray(self._initial_distribution(data))
-        shares = self._expected_shares(times, lambda theta: pi0)
         position = {s: i for i, s in enumerate(m.states)}
         absorbing = np.isin(np.arange(m.num_states), m.absorbing)
+        shares = self._expected_shares(times, lambda theta: pi0, None, data, position, absorbing)
         return list(m.labels), position, absorbing, shares
 
-    def _expected_shares(self, times, initial, record=None):
-        """``theta -> initial(theta) P(t) [record(theta)]`` (T, n or R): P at ``times`` and
-        the covariate means, optionally through a map ``record`` (n, R) of the states."""
-        generator = self._generator_fn(None)
+    def _history_layout(self) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """The data covariates of the model's intensities and the times at which the
+        intensities change by themselves (a hidden model's pci cut points)."""
+        return tuple(self.model.covariates), ()
+
+    def _expected_shares(self, times, initial, record=None, data=None, position=None,
+                         absorbing=None):  # fmt: skip
+        """``theta -> initial(theta) P(t) [record(theta)]`` (T, n or R), optionally through
+        a map ``record`` (n, R) of the states.
+
+        Without covariates ``P(t) = exp(tQ)``. With covariates (or pci), as msm 1.7's
+        expected.msm with its default ``covariates = "population"``: the subjects are
+        grouped by covariate history (msm's get.covhist: the values from each subject's
+        first row, changing where a later row other than its last changes them, and at the
+        pci cut points inside its follow-up), each history's ``P(0, t)`` is the product of
+        ``exp(Q(z_k) d_k)`` over its pieces (the last piece's covariates held after the
+        history ends), and the share at ``t`` is their average weighted by the numbers of
+        each history counted at ``t`` (the observed prevalence's rule)."""
+        names, cuts = self._history_layout()
+        if not (names or cuts) or data is None:
+            generator = self._generator_fn(None)
+
+            def shares(theta):
+                out = jnp.einsum(
+                    "i,tij->tj",
+                    initial(theta),
+                    expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact()),
+                )
+                return out if record is None else out @ record(theta)
+
+            return shares
+        times = np.asarray(times, float)
+        starts, values, member = _covariate_histories(data, names, cuts)
+        counted = _counted(data, times, position, absorbing)  # (subjects, T)
+        risk = np.stack([counted[member == g].sum(axis=0) for g in range(len(starts))])
+        weight = risk / np.maximum(risk.sum(axis=0), 1)  # (groups, T)
+        # Every history padded to the most pieces (a padded piece lasts 0: exp(0) = I), so
+        # that one batched exponential serves all histories, times and pieces.
+        K = max(len(start) for start in starts)
+        spans = np.zeros((len(starts), len(times), K))
+        z = np.zeros((len(starts), K, values[0].shape[1]))
+        for g, (start, value) in enumerate(zip(starts, values)):
+            ends = np.append(start[1:], np.inf)
+            k = len(start)
+            spans[g, :, :k] = np.clip(np.minimum(times[:, None], ends[None]) - start[None], 0, None)
+            z[g, :k] = value
+            z[g, k:] = value[-1]
+        z -= np.asarray(self.statistics.covariate_means, float)
+        m, weight = self.model, jnp.asarray(weight.T)  # (T, groups)
+        spans, z = jnp.asarray(spans), jnp.asarray(z.reshape(-1, z.shape[-1]))
 
         def shares(theta):
-            out = jnp.einsum(
-                "i,tij->tj",
-                initial(theta),
-                expm(jnp.asarray(times)[:, None, None] * generator(theta), Exact()),
-            )
+            n = m.num_states
+            Q = m.generator(theta, z).reshape(len(starts), 1, K, n, n)
+            E = expm(spans[..., None, None] * Q, Exact())  # (groups, T, K, n, n)
+            P = E[:, :, 0]
+            for k in range(1, K):
+                P = P @ E[:, :, k]
+            out = jnp.einsum("tg,i,gtij->tj", weight, initial(theta), P)
             return out if record is None else out @ record(theta)
 
         return shares
@@ -1195,7 +1245,9 @@ class CTMCFit(FitResult):
         after it entered an absorbing state; its state is the one last observed at or
         before ``t``. Expected: the number counted at ``t`` times its expected share
         (:meth:`_prevalence_model`: ``pi0 P(t)``, with ``pi0`` the distribution of the
-        subjects' first observed states, taken at time 0, and ``P`` at the covariate means).
+        subjects' first observed states, taken at time 0; with covariates or pci, ``P``
+        averaged over the subjects' covariate histories as msm does, see
+        :meth:`_expected_shares`).
         """
         times = np.atleast_1d(np.asarray(times, float))
         labels, position, absorbing, shares = self._prevalence_model(data, times)
@@ -1250,6 +1302,67 @@ class CTMCFit(FitResult):
         return plot_prevalence(self, data)
 
 
+def _subject_rows(data):
+    """(first, last) row of each subject (rows are grouped by subject)."""
+    new = np.r_[True, data.subject[1:] != data.subject[:-1]]
+    starts = np.flatnonzero(new)
+    return starts, np.r_[starts[1:], len(data.subject)] - 1
+
+
+def _counted(data, times, position, absorbing) -> np.ndarray:
+    """(subjects, T): whether each subject counts at each time in the observed prevalence
+    (within its follow-up, or after it entered an absorbing category)."""
+    code = np.array([position[s] for s in data.state])
+    out = []
+    for first, last in zip(*_subject_rows(data)):
+        t_sub = data.time[first : last + 1]
+        k = np.searchsorted(t_sub, times, side="right") - 1
+        out.append((k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]]))
+    return np.array(out, bool).reshape(-1, len(times))
+
+
+def _covariate_histories(data, names, cuts):
+    """Each subject's covariate history, grouped as msm's get.covhist groups them.
+
+    A history starts at time 0 with the subject's first row's values (and the time period
+    of its first visit); a piece starts where a row other than the first and the last
+    changes the values, or at a pci cut point strictly inside the follow-up. Returns the
+    distinct histories' piece start times and covariate values (the data columns
+    ``names``, then one indicator per period after the first) and each subject's history.
+    """
+    index = [data.covariate_names.index(c) for c in names]
+    x = np.asarray(data.covariates, float)[:, index] if index else np.zeros((len(data.time), 0))
+    cuts = np.asarray(cuts, float)
+
+    def vector(row, at):
+        period = np.searchsorted(cuts, at, side="right")
+        return np.r_[x[row], (np.arange(1, len(cuts) + 1) == period).astype(float)]
+
+    keys, starts, values, member = {}, [], [], []
+    for first, last in zip(*_subject_rows(data)):
+        t = data.time[first : last + 1]
+        change = {0.0: vector(first, t[0])}
+        for row in range(first + 1, last):
+            if np.any(x[row] != x[row - 1]):
+                change[float(data.time[row])] = None
+        for c in cuts[(cuts > t[0]) & (cuts < t[-1])]:
+            change[float(c)] = None
+        times, vectors = [], []
+        for at in sorted(change):
+            row = first + int(np.searchsorted(t, at, side="right")) - 1
+            v = change[at] if change[at] is not None else vector(max(row, first), at)
+            if not vectors or np.any(v != vectors[-1]):
+                times.append(at)
+                vectors.append(v)
+        key = (tuple(times), tuple(map(tuple, vectors)))
+        if key not in keys:
+            keys[key] = len(starts)
+            starts.append(np.asarray(times))
+            values.append(np.asarray(vectors))
+        member.append(keys[key])
+    return starts, values, np.asarray(member)
+
+
 def _observed_prevalence(data, times, position, absorbing) -> np.ndarray:
     """Numbers observed in each category at ``times`` (msm's prevalence.msm): a subject
     counts at ``t`` within its follow-up, or after it entered an absorbing category; its
@@ -1258,14 +1371,11 @@ def _observed_prevalence(data, times, position, absorbing) -> np.ndarray:
     if data.kind != "panel":
         raise ValueError("prevalence needs panel data (read_chains kind='panel')")
     code = np.array([position[s] for s in data.state])
-    new = np.r_[True, data.subject[1:] != data.subject[:-1]]
-    starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], len(code)] - 1
+    counted = _counted(data, times, position, absorbing)
     observed = np.zeros((len(times), len(absorbing)))
-    for first, last in zip(starts, ends):
+    for i, (first, last) in enumerate(zip(*_subject_rows(data))):
         t_sub = data.time[first : last + 1]
         k = np.searchsorted(t_sub, times, side="right") - 1
-        inside = (k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]])
         states = code[first + np.clip(k, 0, None)]
-        np.add.at(observed, (np.flatnonzero(inside), states[inside]), 1)
+        np.add.at(observed, (np.flatnonzero(counted[i]), states[counted[i]]), 1)
     return observed

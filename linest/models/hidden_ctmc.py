@@ -1332,7 +1332,8 @@ class HiddenCTMCFit(CTMCFit):
     def _prevalence_model(self, data, times):
         """The recorded categories: labels, the map from a recorded code to its category,
         which are absorbing, and ``theta -> pi0 P(t) M`` (T, R) with ``pi0`` the fitted
-        initial distribution, ``P`` at the covariate means and ``M`` (n, R) the
+        initial distribution, ``P`` averaged over the covariate histories (and pci
+        periods; :meth:`CTMCFit._expected_shares`) and ``M`` (n, R) the
         probability that each true state is recorded as each category."""
         m = self.model
         if m.outcomes:
@@ -1341,11 +1342,6 @@ class HiddenCTMCFit(CTMCFit):
             )
         if m.censor and not m.phases:
             raise ValueError("prevalence: censor codes are not supported")
-        if m.pci:
-            raise ValueError(
-                "prevalence: with pci the intensities change over time; the expected "
-                "prevalence of a piecewise-constant model is not implemented"
-            )
         n = m.num_states
         if m.phases:
             states, _, _, labels = m.original
@@ -1364,8 +1360,13 @@ class HiddenCTMCFit(CTMCFit):
             labels, position = list(m.labels), {s: i for i, s in enumerate(m.states)}
             absorbing = np.isin(np.arange(n), m.absorbing)
             record = m.emission_matrix
-        shares = self._expected_shares(times, m.initial_probabilities, record)
+        shares = self._expected_shares(
+            times, m.initial_probabilities, record, data, position, absorbing
+        )
         return labels, position, absorbing, shares
+
+    def _history_layout(self) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        return tuple(self.model.data_covariates), tuple(self.model.pci)
 
 
 def _columns(value, field: str, allowed: bool, caller: str, why: str) -> tuple[str, ...]:

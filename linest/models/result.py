@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -109,6 +110,27 @@ class ModelError:
             "advice": self.advice,
             "parameters": records(self.table(names, se)),
         }
+
+
+def _over_draws(fn, thetas, estimate=None) -> np.ndarray:
+    """``fn`` at each row of ``thetas``, compiled once (under ``jit`` a draw that overflows
+    gives NaN instead of stopping at the eager input checks). Draws that give NaN where
+    the estimate does not are left out of the quantiles (``nanquantile``), with a warning
+    saying how many."""
+    import jax
+    import jax.numpy as jnp
+
+    samples = np.asarray(jax.jit(jax.vmap(fn))(jnp.asarray(thetas)), float)
+    defined = ~np.isnan(np.asarray(estimate, float)) if estimate is not None else True
+    bad = (np.isnan(samples) & defined).reshape(len(samples), -1).any(axis=1)
+    if bad.any():
+        warnings.warn(
+            f"intervals: {int(bad.sum())} of {len(samples)} draws gave NaN (an overflow far "
+            "out along a weakly identified parameter, which the fit's warnings name); the "
+            "intervals use the others, so they are unreliable",
+            stacklevel=4,
+        )
+    return samples
 
 
 def _posterior_theta(posterior) -> np.ndarray:
@@ -310,8 +332,9 @@ class FitResult:
                 raise ValueError(
                     f"ci: the posterior has {thetas.shape[-1]} parameters, this fit {len(theta)}"
                 )
-            samples = np.asarray(jax.vmap(fn)(jnp.asarray(thetas.reshape(-1, len(theta)))), float)
-            with np.errstate(invalid="ignore"):
+            samples = _over_draws(fn, thetas.reshape(-1, len(theta)))
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
                 return (
                     np.nanmedian(samples, axis=0),
                     np.nanquantile(samples, tail, axis=0),
@@ -335,9 +358,9 @@ class FitResult:
             root = vectors * np.sqrt(np.clip(values, 0, None))
             noise = np.random.default_rng(seed).standard_normal((draws, len(theta)))
             finite = np.where(np.isfinite(theta), theta, -745.0)  # a rate at 0: exp -> 0
-            samples = jax.vmap(fn)(jnp.asarray(finite + noise @ root.T))
-            samples = np.asarray(samples, float)
-            with np.errstate(invalid="ignore"):
+            samples = _over_draws(fn, finite + noise @ root.T, estimate)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # NaN there
                 lower = np.nanquantile(samples, tail, axis=0)
                 upper = np.nanquantile(samples, 1 - tail, axis=0)
             return estimate, lower, upper

@@ -338,3 +338,80 @@ def test_pearson_bootstrap_p_value():
     # simulated sets), but nowhere near the data's.
     one = bootstrap(fit, data, 1, 7, {"timegroups": 3, "intervalgroups": 3, "covgroups": 3})
     assert one[0] < out["test"]["stat"] / 10
+
+
+def _covariate_fit(covariates, estimates):
+    """A CTMCFit of cav with ``covariates`` at msm's estimates (msm orders the effects by
+    covariate, linest by transition)."""
+    model = linest.CTMC([1, 2, 3, 4], TRANSITIONS, exact=[4], covariates=covariates)
+    data = linest.read_chains(
+        DATA / "cav.csv", subject="PTNUM", time="years", state="state", covariates=covariates
+    )
+    theta = np.asarray(estimates)
+    theta = np.r_[theta[:7], theta[7:].reshape(len(covariates), 7).T.ravel()]
+    st = model.statistics(data)
+    return model.result_class.from_posterior(model, st, theta[None]), data
+
+
+def test_expected_prevalence_with_covariates_averages_over_the_population():
+    """msm 1.7's prevalence.msm with covariates (its default covariates = "population";
+    tests/models/msm/cav_covariate_prevalence.R): sex, constant within a subject, equals
+    msm's expected numbers to 1e-8. sex + cumrej (recorded at each visit) equals the
+    population average computed subject by subject with scipy to 1e-9; msm's own numbers
+    are within 0.06 of it: its get.covhist pastes the change times of the subjects that
+    have some onto all subjects (R recycles the shorter vector), so it groups some
+    subjects under another's covariate history."""
+    import scipy.linalg
+
+    ref = json.loads((HERE / "msm" / "cav_covariate_prevalence.json").read_text())
+    times = np.asarray(ref["times"])
+    sex, data = _covariate_fit(["sex"], ref["sex"]["estimates"])
+    observed, expected = sex.prevalence(data, times)
+    np.testing.assert_allclose(expected.to_numpy(), ref["sex"]["expected"], rtol=1e-8, atol=1e-8)
+
+    both, data = _covariate_fit(["sex", "cumrej"], ref["sex_cumrej"]["estimates"])
+    _, expected = both.prevalence(data, times)
+    model, theta = both.model, both.theta
+    means = np.asarray(both.statistics.covariate_means)
+    pi0 = observed.iloc[0].to_numpy() / observed.iloc[0].sum()
+    x, t, want = np.asarray(data.covariates), np.asarray(data.time), np.zeros((len(times), 4))
+    generators = {}
+    for subject in dict.fromkeys(data.subject):
+        rows = np.flatnonzero(data.subject == subject)
+        start, z = [0.0], [x[rows[0]]]
+        for row in rows[1:-1]:  # a change at a visit other than the last
+            if np.any(x[row] != z[-1]):
+                start.append(t[row])
+                z.append(x[row])
+        for j, time in enumerate(times):
+            dead = str(data.state[rows[-1]]) == "4"
+            if time > t[rows[-1]] and not dead:
+                continue  # not counted at this time
+            P = np.eye(4)
+            for k, (a, value) in enumerate(zip(start, z)):
+                b = start[k + 1] if k + 1 < len(start) else np.inf
+                if time > a:
+                    if tuple(value) not in generators:
+                        Q = model.generator(theta, (value - means)[None])
+                        generators[tuple(value)] = np.asarray(Q)[0]
+                    P = P @ scipy.linalg.expm(generators[tuple(value)] * (min(time, b) - a))
+            want[j] += pi0 @ P
+    np.testing.assert_allclose(expected.to_numpy(), want, rtol=1e-9, atol=1e-9)
+    assert np.abs(expected.to_numpy() - ref["sex_cumrej"]["expected"]).max() < 0.06
+
+
+def test_draws_that_overflow_are_counted_and_left_out(fit):
+    """A draw whose output is NaN (an overflow along a weakly identified parameter) is left
+    out of the interval with a warning counting them; NaN at the estimate itself is not
+    counted (an output undefined there)."""
+    import jax.numpy as jnp
+
+    def fn(theta):  # NaN for draws above the estimate of the first log-rate
+        return jnp.stack([jnp.where(theta[0] > fit.theta[0], jnp.nan, theta[0]), jnp.nan])
+
+    with pytest.warns(UserWarning, match=r"intervals: \d+ of 1000 draws gave NaN") as caught:
+        estimate, lower, upper = fit.function_interval(fn)
+    count = int(str(caught[0].message).split()[1])
+    assert 400 < count < 600
+    assert upper[0] <= fit.theta[0] and lower[0] < upper[0]
+    assert np.isnan(estimate[1]) and estimate[0] == fit.theta[0]

@@ -556,3 +556,20 @@ def test_aneurysm_fit_matches_msm():
     np.testing.assert_allclose(
         fit.theta, _aneur_theta(ref["rates"], ref["misclassification"]), rtol=1e-3, atol=1e-3
     )
+
+
+def test_prevalence_with_piecewise_constant_intensities_equals_msm():
+    """prevalence.msm of msm's pci = c(5, 10) fit (tests/models/msm/cav_pci_prevalence.R):
+    observed numbers equal, expected numbers at msm's estimates to 1e-8 (each subject's
+    P(0, t) through the periods its follow-up spans, the last held after it ends, as
+    msm's population average)."""
+    ref = json.loads((Path(__file__).parent / "msm" / "cav_pci_prevalence.json").read_text())
+    model = linest.HiddenCTMC(
+        [1, 2, 3, 4], ["1-2", "1-4", "2-1", "2-3", "2-4", "3-2", "3-4"], exact=[4], pci=[5, 10]
+    )
+    data = linest.read_chains(DATA / "cav.csv", subject="PTNUM", time="years", state="state")
+    statistics = model.statistics(data)
+    fit = model.result_class.from_posterior(model, statistics, np.asarray(ref["estimates"])[None])
+    observed, expected = fit.prevalence(data, ref["times"])
+    np.testing.assert_array_equal(observed.to_numpy(), ref["observed"])
+    np.testing.assert_allclose(expected.to_numpy(), ref["expected"], rtol=1e-8, atol=1e-8)
