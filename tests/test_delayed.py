@@ -183,8 +183,14 @@ def test_whitening_maps_the_fit_to_the_standard_normal(fitted):
 @QUIET
 @pytest.mark.parametrize(
     "surrogate, kernel, exact_every",
-    [(None, "nuts", 0), ("laplace", "nuts", 0), ("laplace", "hmc", 0), ("laplace", "hmc", 3)],
-)
+    [
+        pytest.param(None, "nuts", 0, marks=pytest.mark.slow),
+        ("laplace", "nuts", 0),
+        pytest.param("laplace", "hmc", 0, marks=pytest.mark.slow),
+        ("laplace", "hmc", 3),
+    ],
+)  # two in the slow run, to keep the default under 10 minutes on 2 cores: the other two
+# carry the whitening, delayed acceptance and surrogate trajectories through a checkpoint
 def test_run_killed_after_a_block_resumes_to_the_same_draws(
     paths, tmp_path, monkeypatch, surrogate, kernel, exact_every
 ):

@@ -289,6 +289,7 @@ def test_fully_observed_paths_reproduce_closed_form():
     np.testing.assert_allclose(result.intensities()["se_log"], 1 / np.sqrt(N), rtol=1e-6)
 
 
+@pytest.mark.slow  # 13 s; count tables stay in the default run through tests/test_boundary.py
 def test_aggregated_counts_recover_generator():
     """Expected counts C = n_r P(tau)[r, s] at two lags give back the generator exactly."""
     model = linest.CTMC(states=[1, 2, 3], transitions=["1-2", "2-1", "2-3", "3-1"])
