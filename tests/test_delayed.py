@@ -76,10 +76,10 @@ def poor_surrogate(fitted):
 @pytest.mark.parametrize(
     "case",
     [
-        "nuts from the fit",
+        pytest.param("nuts from the fit", marks=pytest.mark.slow),  # 13 s; as delayed laplace
         "delayed laplace",
         pytest.param("delayed gaussian", marks=pytest.mark.slow),  # 10 minutes on 2 cores
-        "delayed learned",
+        pytest.param("delayed learned", marks=pytest.mark.slow),  # 14 s: trains a network
         "delayed poor",
         "trajectories",
         # A poor force accepts 0.06-0.09: 4 x 4000 draws for quantile MCSEs that hold

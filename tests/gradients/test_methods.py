@@ -126,8 +126,12 @@ ALL = {  # (the Pade kernel's batching: test_kernels.py)
 
 @pytest.mark.parametrize(
     "name",
-    # gauss-2-scaled (11 s) batches as gauss-2 does: slow, for the 10-minute default run
-    [pytest.param(n, marks=pytest.mark.slow) if n == "gauss-2-scaled" else n for n in ALL],
+    # gauss-2-scaled (11 s) and gauss-3 (12 s) batch as gauss-2 does: slow, for the
+    # 10-minute default run
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("gauss-2-scaled", "gauss-3") else n
+        for n in ALL
+    ],
 )
 def test_batches_equal_one_at_a_time(rng, name):
     gradient = ALL[name]
@@ -214,8 +218,8 @@ def test_gauss_converges_exponentially(rng):
 
 @pytest.mark.parametrize(
     "t",
-    [pytest.param(1.0, marks=pytest.mark.slow), pytest.param(5.0, marks=pytest.mark.slow), 20.0],
-)  # moved from the default run to keep it under 10 minutes on 2 cores
+    [pytest.param(t, marks=pytest.mark.slow) for t in (1.0, 5.0, 20.0)],
+)  # moved from the default run (20 s each) to keep it under 10 minutes on 2 cores
 def test_scaled_gauss_error_is_fourth_order_in_max_norm_whatever_the_step(rng, t):
     # Quadrature on B = tQ / 2^j with ||B||_1 <= c, then exact squarings: the relative
     # error follows c^4 (two Gauss nodes) and does not grow with ||tQ||_1 (17 to 340 here),
