@@ -1159,7 +1159,7 @@ class CTMCFit(FitResult):
     def _initial_distribution(self, data) -> np.ndarray:
         """The distribution of the subjects' first observed states (panel data)."""
         position = {s: i for i, s in enumerate(self.model.states)}
-        first = np.r_[True, data.subject[1:] != data.subject[:-1]]
+        first, _ = _subject_rows(data)
         codes = [position[s] for s in np.asarray(data.state)[first]]
         return np.bincount(codes, minlength=self.model.num_states) / len(codes)
 
@@ -1208,7 +1208,7 @@ class CTMCFit(FitResult):
             return shares
         times = np.asarray(times, float)
         starts, values, member = _covariate_histories(data, names, cuts)
-        counted = _counted(data, times, position, absorbing)  # (subjects, T)
+        counted, _ = _last_seen(data, times, position, absorbing)  # (subjects, T)
         risk = np.stack([counted[member == g].sum(axis=0) for g in range(len(starts))])
         weight = risk / np.maximum(risk.sum(axis=0), 1)  # (groups, T)
         # Every history padded to the most pieces (a padded piece lasts 0: exp(0) = I), so
@@ -1309,16 +1309,19 @@ def _subject_rows(data):
     return starts, np.r_[starts[1:], len(data.subject)] - 1
 
 
-def _counted(data, times, position, absorbing) -> np.ndarray:
-    """(subjects, T): whether each subject counts at each time in the observed prevalence
-    (within its follow-up, or after it entered an absorbing category)."""
+def _last_seen(data, times, position, absorbing) -> tuple[np.ndarray, np.ndarray]:
+    """(subjects, T) each: whether each subject counts at each time in the observed
+    prevalence (within its follow-up, or after it entered an absorbing category), and the
+    category it was recorded in last at or before that time."""
     code = np.array([position[s] for s in data.state])
-    out = []
+    counted, category = [], []
     for first, last in zip(*_subject_rows(data)):
         t_sub = data.time[first : last + 1]
         k = np.searchsorted(t_sub, times, side="right") - 1
-        out.append((k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]]))
-    return np.array(out, bool).reshape(-1, len(times))
+        counted.append((k >= 0) & ((times <= t_sub[-1]) | absorbing[code[last]]))
+        category.append(code[first + np.clip(k, 0, None)])
+    shape = (-1, len(times))
+    return np.array(counted, bool).reshape(shape), np.array(category, int).reshape(shape)
 
 
 def _covariate_histories(data, names, cuts):
@@ -1350,7 +1353,7 @@ def _covariate_histories(data, names, cuts):
         times, vectors = [], []
         for at in sorted(change):
             row = first + int(np.searchsorted(t, at, side="right")) - 1
-            v = change[at] if change[at] is not None else vector(max(row, first), at)
+            v = change[at] if change[at] is not None else vector(row, at)
             if not vectors or np.any(v != vectors[-1]):
                 times.append(at)
                 vectors.append(v)
@@ -1370,12 +1373,7 @@ def _observed_prevalence(data, times, position, absorbing) -> np.ndarray:
     state to its category, ``absorbing`` (categories,) says which are absorbing."""
     if data.kind != "panel":
         raise ValueError("prevalence needs panel data (read_chains kind='panel')")
-    code = np.array([position[s] for s in data.state])
-    counted = _counted(data, times, position, absorbing)
+    counted, category = _last_seen(data, times, position, absorbing)
     observed = np.zeros((len(times), len(absorbing)))
-    for i, (first, last) in enumerate(zip(*_subject_rows(data))):
-        t_sub = data.time[first : last + 1]
-        k = np.searchsorted(t_sub, times, side="right") - 1
-        states = code[first + np.clip(k, 0, None)]
-        np.add.at(observed, (np.flatnonzero(counted[i]), states[counted[i]]), 1)
+    np.add.at(observed, (np.nonzero(counted)[1], category[counted]), 1)
     return observed

@@ -133,6 +133,14 @@ def _over_draws(fn, thetas, estimate=None) -> np.ndarray:
     return samples
 
 
+def _nan_quantiles(samples, levels) -> list[np.ndarray]:
+    """The quantiles of ``samples`` over draws (axis 0) at ``levels``, NaN draws left out;
+    an output NaN in every draw (undefined at the estimate too) stays NaN, quietly."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        return [np.nanquantile(samples, q, axis=0) for q in levels]
+
+
 def _posterior_theta(posterior) -> np.ndarray:
     """theta draws (..., p) from a posterior tree (``linest.sample``) or an array."""
     if isinstance(posterior, np.ndarray):
@@ -333,13 +341,7 @@ class FitResult:
                     f"ci: the posterior has {thetas.shape[-1]} parameters, this fit {len(theta)}"
                 )
             samples = _over_draws(fn, thetas.reshape(-1, len(theta)))
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-                return (
-                    np.nanmedian(samples, axis=0),
-                    np.nanquantile(samples, tail, axis=0),
-                    np.nanquantile(samples, 1 - tail, axis=0),
-                )
+            return tuple(_nan_quantiles(samples, (0.5, tail, 1 - tail)))
         estimate = np.asarray(fn(jnp.asarray(theta)), float)
         nan = np.full(estimate.shape, np.nan)
         if ci == "none":
@@ -359,10 +361,7 @@ class FitResult:
             noise = np.random.default_rng(seed).standard_normal((draws, len(theta)))
             finite = np.where(np.isfinite(theta), theta, -745.0)  # a rate at 0: exp -> 0
             samples = _over_draws(fn, finite + noise @ root.T, estimate)
-            with np.errstate(invalid="ignore"), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # NaN there
-                lower = np.nanquantile(samples, tail, axis=0)
-                upper = np.nanquantile(samples, 1 - tail, axis=0)
+            lower, upper = _nan_quantiles(samples, (tail, 1 - tail))
             return estimate, lower, upper
         if ci == "delta":
             from scipy.special import ndtri
